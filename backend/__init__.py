@@ -1,0 +1,1 @@
+"""mountfs backend: the metadata service and the embedded block store."""

@@ -1,0 +1,5 @@
+"""`python -m mountfs` is the `mountfs` command."""
+
+from mountfs.cli import main
+
+main()

@@ -1,0 +1,228 @@
+"""The `mountfs` command line: parses arguments, then calls into the layers that do the work.
+
+Commands that talk to the backend run the async API client under `trio.run`. Errors that a
+user can act on are printed as one line on stderr with exit status 1; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from mountfs import __version__
+from mountfs.config import default_state_dir
+from mountfs.transport.api import ApiClient, ApiError, Offline, open_api
+from mountfs.transport.auth import DeviceInfo, NotLoggedIn, load_device, save_device
+
+T = TypeVar("T")
+
+state_option = click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Device state directory (default: $MOUNTFS_STATE or ~/.local/share/mountfs).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _state(state_dir: Path | None) -> Path:
+    return (state_dir or default_state_dir()).expanduser()
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an async API call, turning the errors a user can act on into a clean exit."""
+    try:
+        return trio.run(fn)
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.detail} ({exc.code})") from exc
+    except Offline as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _device(state_dir: Path | None) -> DeviceInfo:
+    try:
+        return load_device(_state(state_dir))
+    except NotLoggedIn as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _read_password(password_stdin: bool, confirm: bool) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.ClickException("no password on standard input")
+        return password
+    value: str = click.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mountfs")
+def main() -> None:
+    """mountfs: a cloud drive that you mount as a folder."""
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def server(args: tuple[str, ...]) -> None:
+    """Run the backend (metadata service + embedded block store).
+
+    All options belong to the backend: `mountfs server --help` lists them
+    (--data DIR, --host, --port, --db URL, ...).
+    """
+    from backend.server import parse_args, serve
+
+    serve(parse_args(list(args)))
+
+
+@main.group()
+def account() -> None:
+    """Manage accounts on a backend."""
+
+
+@account.command("create")
+@click.argument("name")
+@click.option("--server", required=True, help="Backend URL, e.g. http://127.0.0.1:8765")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def account_create(name: str, server: str, password_stdin: bool) -> None:
+    """Register the account NAME."""
+    password = _read_password(password_stdin, confirm=True)
+
+    async def call() -> str:
+        async with open_api(server) as api:
+            return (await api.create_account(name, password)).account_id
+
+    account_id = _run(call)
+    click.echo(f"created account {name} ({account_id})")
+
+
+@main.command()
+@click.option("--server", required=True, help="Backend URL, e.g. http://127.0.0.1:8765")
+@click.option("--user", "user", required=True, help="Account name.")
+@click.option("--device", "label", default=None, help="Device label (default: host name).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@state_option
+def login(
+    server: str, user: str, label: str | None, password_stdin: bool, state_dir: Path | None
+) -> None:
+    """Log this device in: its token is kept in the state directory (mode 0600)."""
+    password = _read_password(password_stdin, confirm=False)
+    label = label or socket.gethostname()
+    state = _state(state_dir)
+
+    async def call() -> DeviceInfo:
+        async with open_api(server) as api:
+            login = await api.login(user, password, label)
+        async with open_api(server, login.token) as api:
+            me = await api.me()
+        return DeviceInfo(
+            server=server.rstrip("/"),
+            account_id=me.account_id,
+            account_name=me.name,
+            device_id=me.device_id,
+            device_label=me.device_label,
+            root_id=me.root_id,
+            namespace_id=me.namespace_id,
+            token=login.token,
+        )
+
+    info = _run(call)
+    save_device(state, info)
+    click.echo(f"logged in as {info.account_name} on device {info.device_label} ({state})")
+
+
+def _with_api(state_dir: Path | None, fn: Callable[[ApiClient], Awaitable[T]]) -> T:
+    device = _device(state_dir)
+
+    async def call() -> T:
+        async with open_api(device.server, device.token) as api:
+            return await fn(api)
+
+    return _run(call)
+
+
+@main.group(invoke_without_command=True)
+@state_option
+@json_option
+@click.pass_context
+def devices(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
+    """List the account's devices (`devices revoke ID` cuts one off)."""
+    ctx.obj = state_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    listed = _with_api(state_dir, lambda api: api.devices())
+    if as_json:
+        _print_json([asdict(d) for d in listed])
+        return
+    table = Table("id", "label", "created", "last seen", "state")
+    for d in listed:
+        state = "revoked" if d.revoked_at else ("this device" if d.current else "active")
+        table.add_row(d.id, d.label, d.created_at, d.last_seen_at or "-", state)
+    Console().print(table)
+
+
+@devices.command("revoke")
+@click.argument("device_id")
+@state_option
+@click.pass_context
+def devices_revoke(ctx: click.Context, device_id: str, state_dir: Path | None) -> None:
+    """Revoke DEVICE_ID: its token stops working at once."""
+    _with_api(state_dir or ctx.obj, lambda api: api.revoke_device(device_id))
+    click.echo(f"revoked device {device_id}")
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@state_option
+@click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING…")
+@click.option("--cache-size", type=int, default=None, help="Cache limit in bytes.")
+def mount(
+    mountpoint: Path,
+    state_dir: Path | None,
+    foreground: bool,
+    log_level: str,
+    cache_size: int | None,
+) -> None:
+    """Mount the account logged in on this device at MOUNTPOINT."""
+    from mountfs.mount import MountOptions
+    from mountfs.mount import mount as do_mount
+
+    _device(state_dir)  # fail early, with the login hint, if there is none
+    options = MountOptions(
+        mountpoint=mountpoint.expanduser().absolute(),
+        state_dir=_state(state_dir),
+        foreground=foreground,
+        log_level=log_level.upper(),
+        cache_size=cache_size,
+    )
+    sys.exit(do_mount(options))
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def umount(mountpoint: Path, timeout: float) -> None:
+    """Flush what can be flushed and unmount MOUNTPOINT cleanly."""
+    from mountfs.mount import umount as do_umount
+
+    sys.exit(do_umount(mountpoint.expanduser().absolute(), timeout))
