@@ -11,6 +11,7 @@ translates HTTP errors.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -32,14 +33,23 @@ class ApiError(Exception):
         code: the backend's machine-readable `error` (e.g. `conflict`, `not_found`).
         detail: the backend's human sentence.
         body: the whole JSON body (may carry `current`, `missing`, …).
+        retry_after: seconds from a `Retry-After` header, if the answer had one.
     """
 
-    def __init__(self, status: int, code: str, detail: str, body: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        body: dict[str, Any],
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{detail} ({code}, HTTP {status})")
         self.status = status
         self.code = code
         self.detail = detail
         self.body = body
+        self.retry_after = retry_after
 
 
 class Offline(Exception):
@@ -82,8 +92,82 @@ class Device:
     current: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteNode:
+    """A node as the backend holds it (see `docs/protocol.md`, "Nodes")."""
+
+    id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    mode: int
+    mtime_ns: int
+    size: int
+    version: int
+    head_revision: str | None
+    target: str | None
+    deleted: bool
+    namespace_id: str
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> RemoteNode:
+        return cls(**{field: body[field] for field in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedChunk:
+    """The backend's answer for one plaintext hash: its key, and whether to upload it."""
+
+    hash: str
+    key: bytes
+    object: str | None
+    readable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Presigned:
+    """A short-lived URL for one object and one method; send `headers` with it."""
+
+    object: str
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """The answer to one op of a batched push: `status` is an HTTP status code."""
+
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One change of a namespace's journal; `revision` carries the manifest with keys."""
+
+    seq: int
+    op: str
+    node: RemoteNode
+    revision: dict[str, Any] | None
+    device_id: str | None
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalPage:
+    entries: list[JournalEntry]
+    cursor: int
+    has_more: bool
+
+
 @contextmanager
-def _map_transport_errors() -> Iterator[None]:
+def map_transport_errors() -> Iterator[None]:
     """Turn httpx's transport exceptions into `Offline`, chaining the cause."""
     try:
         yield
@@ -91,7 +175,7 @@ def _map_transport_errors() -> Iterator[None]:
         raise Offline(f"backend unreachable: {exc}") from exc
 
 
-def _raise_for_error(response: httpx.Response) -> None:
+def raise_for_error(response: httpx.Response) -> None:
     if response.is_success:
         return
     try:
@@ -102,7 +186,14 @@ def _raise_for_error(response: httpx.Response) -> None:
         body = {}
     code = str(body.get("error", "http_error"))
     detail = str(body.get("detail", response.reason_phrase or "request failed"))
-    raise ApiError(response.status_code, code, detail, body)
+    raise ApiError(response.status_code, code, detail, body, _retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
 
 
 class ApiClient:
@@ -112,9 +203,9 @@ class ApiClient:
         self._http = http
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        with _map_transport_errors():
+        with map_transport_errors():
             response = await self._http.request(method, API_PREFIX + path, **kwargs)
-        _raise_for_error(response)
+        raise_for_error(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
@@ -148,6 +239,74 @@ class ApiClient:
 
     async def revoke_device(self, device_id: str) -> None:
         await self._call("DELETE", f"/devices/{device_id}")
+
+    async def node(self, node_id: str) -> RemoteNode:
+        return RemoteNode.from_wire(await self._call("GET", f"/nodes/{node_id}"))
+
+    async def children(
+        self, node_id: str, cursor: str | None = None, page_size: int = 1000
+    ) -> tuple[list[RemoteNode], str | None]:
+        params: dict[str, Any] = {"page_size": page_size}
+        if cursor:
+            params["cursor"] = cursor
+        body = await self._call("GET", f"/nodes/{node_id}/children", params=params)
+        return [RemoteNode.from_wire(item) for item in body["items"]], body.get("next_cursor")
+
+    async def revision(self, revision_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self._call("GET", f"/revisions/{revision_id}")
+        return body
+
+    async def revisions(self, node_id: str) -> list[dict[str, Any]]:
+        body = await self._call("GET", f"/nodes/{node_id}/revisions")
+        return list(body["items"])
+
+    async def push_changes(self, ops: list[dict[str, Any]]) -> list[OpResult]:
+        """Send a batch of ops; each is answered on its own (see protocol "Batched changes")."""
+        body = await self._call("POST", "/changes", json={"ops": ops})
+        return [OpResult(int(r["status"]), r) for r in body["results"]]
+
+    async def prepare_chunks(self, hashes: list[str]) -> list[PreparedChunk]:
+        body = await self._call("POST", "/chunks/prepare", json={"hashes": hashes})
+        return [
+            PreparedChunk(c["hash"], base64.b64decode(c["key"]), c.get("object"), c["readable"])
+            for c in body["chunks"]
+        ]
+
+    async def upload_urls(self, objects: list[tuple[str, int]]) -> list[Presigned]:
+        wire = [{"object": name, "size": size} for name, size in objects]
+        body = await self._call("POST", "/chunks/upload-urls", json={"objects": wire})
+        return [_presigned(u) for u in body["urls"]]
+
+    async def read_urls(self, objects: list[str]) -> list[Presigned]:
+        body = await self._call("POST", "/chunks/read-urls", json={"objects": objects})
+        return [_presigned(u) for u in body["urls"]]
+
+    async def journal(self, namespace_id: str, after: int, limit: int = 500) -> JournalPage:
+        body = await self._call(
+            "GET", f"/journal/{namespace_id}", params={"after": after, "limit": limit}
+        )
+        entries = [
+            JournalEntry(
+                seq=e["seq"],
+                op=e["op"],
+                node=RemoteNode.from_wire(e["node"]),
+                revision=e.get("revision"),
+                device_id=e.get("device_id"),
+                at=e["at"],
+            )
+            for e in body["entries"]
+        ]
+        return JournalPage(entries, int(body["cursor"]), bool(body["has_more"]))
+
+
+def _presigned(body: dict[str, Any]) -> Presigned:
+    return Presigned(
+        body["object"],
+        body["url"],
+        body["method"],
+        dict(body.get("headers") or {}),
+        body["expires_at"],
+    )
 
 
 @asynccontextmanager
