@@ -12,7 +12,7 @@ translates HTTP errors.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +121,7 @@ class PreparedChunk:
     hash: str
     key: bytes
     object: str | None
+    stored_size: int | None
     readable: bool
 
 
@@ -260,25 +261,49 @@ class ApiClient:
         body = await self._call("GET", f"/nodes/{node_id}/revisions")
         return list(body["items"])
 
+    async def commit(
+        self,
+        node_id: str,
+        revision_id: str,
+        base_revision: str | None,
+        manifest: dict[str, Any],
+        mtime_ns: int,
+    ) -> dict[str, Any]:
+        """Commit a new revision (idempotent by `revision_id`); answers `{node, revision}`."""
+        body = {
+            "revision_id": revision_id,
+            "base_revision": base_revision,
+            "mtime_ns": mtime_ns,
+            **manifest,
+        }
+        answer: dict[str, Any] = await self._call("POST", f"/nodes/{node_id}/revisions", json=body)
+        return answer
+
     async def push_changes(self, ops: list[dict[str, Any]]) -> list[OpResult]:
         """Send a batch of ops; each is answered on its own (see protocol "Batched changes")."""
         body = await self._call("POST", "/changes", json={"ops": ops})
         return [OpResult(int(r["status"]), r) for r in body["results"]]
 
-    async def prepare_chunks(self, hashes: list[str]) -> list[PreparedChunk]:
-        body = await self._call("POST", "/chunks/prepare", json={"hashes": hashes})
+    async def prepare_chunks(self, hashes: Sequence[str]) -> list[PreparedChunk]:
+        body = await self._call("POST", "/chunks/prepare", json={"hashes": list(hashes)})
         return [
-            PreparedChunk(c["hash"], base64.b64decode(c["key"]), c.get("object"), c["readable"])
+            PreparedChunk(
+                c["hash"],
+                base64.b64decode(c["key"]),
+                c.get("object"),
+                c.get("stored_size"),
+                bool(c["readable"]),
+            )
             for c in body["chunks"]
         ]
 
-    async def upload_urls(self, objects: list[tuple[str, int]]) -> list[Presigned]:
+    async def upload_urls(self, objects: Sequence[tuple[str, int]]) -> list[Presigned]:
         wire = [{"object": name, "size": size} for name, size in objects]
         body = await self._call("POST", "/chunks/upload-urls", json={"objects": wire})
         return [_presigned(u) for u in body["urls"]]
 
-    async def read_urls(self, objects: list[str]) -> list[Presigned]:
-        body = await self._call("POST", "/chunks/read-urls", json={"objects": objects})
+    async def read_urls(self, objects: Sequence[str]) -> list[Presigned]:
+        body = await self._call("POST", "/chunks/read-urls", json={"objects": list(objects)})
         return [_presigned(u) for u in body["urls"]]
 
     async def journal(self, namespace_id: str, after: int, limit: int = 500) -> JournalPage:

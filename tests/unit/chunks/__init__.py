@@ -1,0 +1,1 @@
+"""Tests of the chunk pipeline (`mountfs.chunks`) and the shared types it produces."""
