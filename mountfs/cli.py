@@ -226,3 +226,71 @@ def umount(mountpoint: Path, timeout: float) -> None:
     from mountfs.mount import umount as do_umount
 
     sys.exit(do_umount(mountpoint.expanduser().absolute(), timeout))
+
+
+@main.command()
+@state_option
+@json_option
+def status(state_dir: Path | None, as_json: bool) -> None:
+    """Online or offline, what waits to upload, cache use, last sync."""
+    from mountfs import control
+    from mountfs.cache.block_cache import CacheLimits
+    from mountfs.status import Status, offline_status
+
+    state = _state(state_dir)
+    _device(state_dir)
+    try:
+        answer = control.request(state, {"cmd": "status"}, timeout=10)
+        report = Status(**answer["status"])
+    except control.NoDaemon:
+        limit_root = state / "cache" if (state / "cache").is_dir() else state
+        report = offline_status(state, CacheLimits.for_disk(limit_root, None).cache_size)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _print_json(report.to_json())
+        return
+    table = Table(show_header=False, box=None)
+    state_text = "offline" if not report.online else "online"
+    if not report.mounted:
+        state_text = "not mounted"
+    table.add_row("state", state_text)
+    table.add_row("waiting", f"{report.pending_files} files, {_size(report.pending_bytes)}"
+                  f" (+{report.pending_changes} changes)")  # fmt: skip
+    table.add_row("cache", f"{_size(report.cache_bytes)} of {_size(report.cache_limit_bytes)}")
+    table.add_row("last sync", report.last_sync or "never")
+    Console().print(table)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@state_option
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds.")
+def sync(state_dir: Path | None, timeout: float) -> None:
+    """Push what is pending, pull what is new; exit 0 once up to date (1 on timeout)."""
+    from mountfs import control
+    from mountfs.sync.oneshot import sync_unmounted
+
+    state = _state(state_dir)
+    _device(state_dir)
+    try:
+        answer = control.request(state, {"cmd": "sync", "timeout": timeout}, timeout=timeout + 5)
+        done = bool(answer.get("ok")) and bool(answer.get("synced"))
+        if not done and answer.get("error"):
+            click.echo(f"sync: {answer['error']}", err=True)
+    except control.NoDaemon:
+        done = sync_unmounted(state, timeout)
+    except TimeoutError:
+        done = False
+    if not done:
+        click.echo(f"not up to date after {timeout:.0f}s", err=True)
+        sys.exit(1)
+    click.echo("up to date")

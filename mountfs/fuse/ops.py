@@ -1,0 +1,295 @@
+"""The FUSE adapter: each handler is guards, one vfs call, and conversion of the reply.
+
+Every handler is wrapped by `fuse_errors`, so only `FUSEError` ever reaches pyfuse3.
+`forget` must not raise at all and logs instead. Lookup counts are taken here, at the one
+place that knows a reply created a kernel reference: after a successful lookup, create,
+mkdir, mknod, symlink, and for each readdirplus entry the kernel accepted (except `.` and
+`..`).
+
+Control interface: `getxattr(mountpoint, "user.mountfs.pid")` answers the daemon's pid,
+which is how `mountfs umount` finds the process to wait for. It is not listed by
+`listxattr` and cannot be set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import pyfuse3
+
+from mountfs.fuse.attrs import entry_attributes
+from mountfs.fuse.errno_map import fuse_errors
+from mountfs.state.nodes import Node
+from mountfs.state.schema import ROOT_INO
+from mountfs.vfs import Vfs
+from mountfs.vfs.tree import AttrChange, Caller
+
+__all__ = ["CONTROL_PID_XATTR", "Operations"]
+
+log = logging.getLogger(__name__)
+
+CONTROL_PID_XATTR = b"user.mountfs.pid"
+
+
+def _caller(ctx: pyfuse3.RequestContext) -> Caller:
+    return Caller(uid=ctx.uid, gid=ctx.gid)
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 request handlers over a `Vfs`.
+
+    Attributes:
+        vfs: the filesystem the requests are about.
+    """
+
+    supports_dot_lookup = True
+    enable_writeback_cache = True  # shared writable mmap, merged writes (PYFUSE3-NOTES §2)
+    enable_acl = False
+
+    def __init__(self, vfs: Vfs) -> None:
+        super().__init__()
+        self.vfs = vfs
+
+    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        return entry_attributes(node, self.vfs.tree.nlink(node))
+
+    def _new_entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that gives the kernel a reference (lookup count + 1)."""
+        attrs = self._attrs(node)
+        self.vfs.inodes.remember(node.ino)
+        return attrs
+
+    # --- namespace -----------------------------------------------------------------------
+
+    @fuse_errors
+    async def lookup(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return self._new_entry(self.vfs.tree.lookup(parent_inode, name))
+
+    async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
+        for ino, count in inode_list:
+            try:
+                self.vfs.inodes.forget(ino, count)
+            except Exception:
+                log.exception("forget(%d, %d) failed", ino, count)
+
+    @fuse_errors
+    async def getattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return self._attrs(self.vfs.tree.get(inode))
+
+    @fuse_errors
+    async def setattr(
+        self,
+        inode: pyfuse3.InodeT,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: pyfuse3.FileHandleT | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        change = AttrChange(
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            ctime_ns=attr.st_ctime_ns if fields.update_ctime else None,
+        )
+        size = attr.st_size if fields.update_size else None
+        return self._attrs(await self.vfs.files.setattr(inode, change, size))
+
+    @fuse_errors
+    async def readlink(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileNameT:
+        return self.vfs.tree.readlink(inode)
+
+    @fuse_errors
+    async def mknod(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        mode: pyfuse3.ModeT,
+        rdev: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        return self._new_entry(self.vfs.tree.mknod(parent_inode, name, mode, _caller(ctx)))
+
+    @fuse_errors
+    async def mkdir(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        mode: pyfuse3.ModeT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        return self._new_entry(self.vfs.tree.mkdir(parent_inode, name, mode, _caller(ctx)))
+
+    @fuse_errors
+    async def unlink(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        self.vfs.tree.unlink(parent_inode, name)
+
+    @fuse_errors
+    async def rmdir(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        self.vfs.tree.rmdir(parent_inode, name)
+
+    @fuse_errors
+    async def symlink(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        target: pyfuse3.FileNameT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        return self._new_entry(self.vfs.tree.symlink(parent_inode, name, target, _caller(ctx)))
+
+    @fuse_errors
+    async def rename(
+        self,
+        parent_inode_old: pyfuse3.InodeT,
+        name_old: pyfuse3.FileNameT,
+        parent_inode_new: pyfuse3.InodeT,
+        name_new: pyfuse3.FileNameT,
+        flags: pyfuse3.FlagT,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        self.vfs.tree.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+
+    @fuse_errors
+    async def link(
+        self,
+        inode: pyfuse3.InodeT,
+        new_parent_inode: pyfuse3.InodeT,
+        new_name: pyfuse3.FileNameT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        self.vfs.tree.link(inode, new_parent_inode, new_name)
+
+    # --- files ---------------------------------------------------------------------------
+
+    @fuse_errors
+    async def open(
+        self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileInfo:
+        handle = await self.vfs.files.open(inode, flags)
+        # keep_cache: the page cache stays valid across opens; only the kernel changes a
+        # file's content (remote revisions get new inodes, see vfs.invalidate).
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(handle.fh), keep_cache=True)
+
+    @fuse_errors
+    async def create(
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: pyfuse3.FileNameT,
+        mode: pyfuse3.ModeT,
+        flags: pyfuse3.FlagT,
+        ctx: pyfuse3.RequestContext,
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        node = self.vfs.tree.create_file(parent_inode, name, mode, _caller(ctx))
+        handle = await self.vfs.files.open(node.ino, flags)
+        info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(handle.fh), keep_cache=True)
+        return info, self._new_entry(node)
+
+    @fuse_errors
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        return await self.vfs.files.read(fh, off, size)
+
+    @fuse_errors
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        return await self.vfs.files.write(fh, off, buf)
+
+    @fuse_errors
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        # Cheap on purpose: close() must not wait for uploads. The kernel has already
+        # written the dirty pages, so the state is as durable as a local close.
+        self.vfs.handles.file(fh)
+
+    @fuse_errors
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        self.vfs.files.release(fh)
+
+    @fuse_errors
+    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        await self.vfs.files.fsync(fh)
+
+    # --- directories ---------------------------------------------------------------------
+
+    @fuse_errors
+    async def opendir(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileHandleT:
+        directory = self.vfs.tree.opendir(inode)
+        return pyfuse3.FileHandleT(self.vfs.handles.open_dir(directory.ino).fh)
+
+    @fuse_errors
+    async def readdir(
+        self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
+    ) -> None:
+        ino = self.vfs.handles.dir(fh).ino
+        for entry in self.vfs.tree.readdir(ino, start_id):
+            if not pyfuse3.readdir_reply(token, entry.name, self._attrs(entry.node), entry.offset):
+                return
+            if entry.counted:
+                self.vfs.inodes.remember(entry.node.ino)
+
+    @fuse_errors
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self.vfs.handles.close_dir(fh)
+
+    @fuse_errors
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        self.vfs.handles.dir(fh)
+        await self.vfs.files.sync_state()
+
+    @fuse_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        stats = self.vfs.statfs.stats()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = stats.block_size
+        data.f_blocks = stats.blocks
+        data.f_bfree = stats.blocks_free
+        data.f_bavail = stats.blocks_avail
+        data.f_files = stats.files
+        data.f_ffree = data.f_favail = stats.files_free
+        data.f_namemax = stats.name_max
+        return data
+
+    # --- extended attributes -------------------------------------------------------------
+
+    @fuse_errors
+    async def setxattr(
+        self,
+        inode: pyfuse3.InodeT,
+        name: pyfuse3.XAttrNameT,
+        value: bytes,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        self.vfs.xattrs.set(inode, name, value)
+
+    @fuse_errors
+    async def getxattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
+    ) -> bytes:
+        if inode == ROOT_INO and name == CONTROL_PID_XATTR:
+            return str(os.getpid()).encode()
+        return self.vfs.xattrs.get(inode, name)
+
+    @fuse_errors
+    async def listxattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> Sequence[pyfuse3.XAttrNameT]:
+        return self.vfs.xattrs.list(inode)
+
+    @fuse_errors
+    async def removexattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        self.vfs.xattrs.remove(inode, name)

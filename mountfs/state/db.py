@@ -1,0 +1,212 @@
+"""The state database connection: WAL, transactions, and the durability hooks of `fsync`.
+
+Atomicity model (S3QL's): every query runs synchronously on the trio thread, and every
+function that opens a transaction is a plain `def`, so no `await` can fall inside one and no
+other FUSE request can interleave with it. The connection is never handed to a thread.
+`docs/client.md` has the checklist for anyone adding an `await`.
+
+Durability: commits run with `synchronous=NORMAL`, so a commit costs a `write()` into the
+WAL and no `fsync`: a process crash loses nothing, a power loss may lose the last commits.
+Automatic checkpoints are off (they would `fsync` on the trio thread); `checkpoint()` runs
+on a separate, short-lived connection in a worker thread instead, and `sync_wal()` makes
+every commit so far durable by fsyncing the WAL file -- both are blocking and meant for
+`trio.to_thread.run_sync`. A `fsync()` on the mount calls `sync_wal()` after the cache file's
+own `fsync`, before it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from mountfs.state.schema import CURRENT_VERSION, DDL
+
+__all__ = ["DB_FILE", "SchemaError", "StateDb", "open_state"]
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "state.db"
+_WAL_LIMIT = 64 << 20  # journal_size_limit: the WAL file is truncated back to this after use
+
+
+class SchemaError(RuntimeError):
+    """The state file was written by a newer mountfs, or is not a mountfs state at all."""
+
+
+class StateDb:
+    """The one connection to `state.db`, used only from the thread that opened it.
+
+    Attributes:
+        path: the database file.
+        conn: the sqlite3 connection in autocommit mode; transactions are explicit
+            (`transaction()`), so a statement outside one commits on its own.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self._depth = 0
+        self.commits = 0  # top-level commits since open (drives the checkpointer)
+        self._wal_fd: int | None = None
+        self._wal_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` if the block raises.
+
+        Nested use is a SAVEPOINT, so a helper that opens its own transaction can be called
+        inside a bigger one and an exception unwinds exactly what its block did. Never put
+        an `await` inside: callers are plain functions by rule (see module docstring).
+        """
+        if self._depth:
+            name = f"sp{self._depth}"
+            self.conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+                raise
+            else:
+                self.conn.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+            self.commits += 1
+        finally:
+            self._depth = 0
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # --- blocking durability helpers: call them through trio.to_thread.run_sync ---------
+
+    def sync_wal(self) -> None:
+        """Make every commit so far durable by fsyncing the WAL file (blocking).
+
+        Safe from a worker thread: it touches only a file descriptor of its own, never the
+        connection. SQLite keeps the WAL file (same inode) while the connection is open and
+        rewrites it in place after checkpoints, whose own syncs cover the database file.
+        """
+        with self._wal_lock:
+            if self._wal_fd is None:
+                wal = self.path.with_name(self.path.name + "-wal")
+                try:
+                    self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    return  # nothing committed since the last truncating checkpoint
+            os.fsync(self._wal_fd)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and let it start over (blocking, thread-safe).
+
+        Runs on a separate, short-lived connection. First PASSIVE, which copies what it can
+        and never blocks anyone; then RESTART, which waits for the writer lock (our
+        transactions are short), copies the few frames committed meanwhile and makes the
+        next commit rewrite the WAL from its start. Without the second step a steady stream
+        of commits never lets the WAL restart and it grows without bound. The main
+        connection's reads never wait; a commit may wait for the RESTART step only.
+        SQLite syncs the WAL before and the database after each checkpoint.
+        """
+        conn = sqlite3.connect(self.path, timeout=0, check_same_thread=True)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            # No busy handler (its sleeps of 1-25 ms keep missing the gaps between our
+            # short write transactions): poll for a gap instead, for at most a second.
+            deadline = time.monotonic() + 1.0
+            while conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    log.debug("WAL restart postponed: no gap between writes for 1s")
+                    break
+                time.sleep(0.0005)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Checkpoint everything, shrink the WAL to nothing, and close (blocking, clean exit)."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.conn.close()
+            with self._wal_lock:
+                if self._wal_fd is not None:
+                    os.close(self._wal_fd)
+                    self._wal_fd = None
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise SchemaError(f"cannot switch the state database to WAL (got {mode})")
+    for pragma in (
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "wal_autocheckpoint=0",
+        f"journal_size_limit={_WAL_LIMIT}",
+        "temp_store=MEMORY",
+        "cache_size=-65536",  # 64 MiB page cache: the tree of a big account stays in memory
+    ):
+        conn.execute(f"PRAGMA {pragma}")
+
+
+def _check_version(db: StateDb) -> None:
+    tables = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "meta" not in tables:
+        raise SchemaError(f"{db.path} is not a mountfs state database")
+    version = db.get_meta("schema_version") if "meta" in tables else None
+    if version is not None and int(version) > CURRENT_VERSION:
+        raise SchemaError(
+            f"{db.path} has schema version {version}; this mountfs understands up to "
+            f"{CURRENT_VERSION}: upgrade mountfs"
+        )
+
+
+def open_state(path: Path) -> StateDb:
+    """Open (creating if needed) the state database at `path` and bring its schema current.
+
+    Raises:
+        SchemaError: the file is not ours, or is newer than this code.
+        sqlite3.DatabaseError: the file is corrupt.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, cached_statements=512)
+    try:
+        _configure(conn)
+        db = StateDb(path, conn)
+        _check_version(db)
+        with db.transaction():
+            for statement in DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            db.set_meta("schema_version", str(CURRENT_VERSION))
+    except BaseException:
+        conn.close()
+        raise
+    return db

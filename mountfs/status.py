@@ -1,0 +1,84 @@
+"""What `mountfs status` reports, gathered in one place for the daemon and the CLI.
+
+A running mount answers with live figures over the control socket; without one, the CLI
+reads the state database directly (SQLite WAL lets a second process read while the mount
+writes) and reports the device as not mounted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mountfs.state.db import DB_FILE
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The stable `--json` form of `mountfs status` (fields are only ever added)."""
+
+    mounted: bool
+    online: bool
+    pending_files: int
+    pending_bytes: int
+    pending_changes: int
+    cache_bytes: int
+    cache_limit_bytes: int
+    dirty_bytes: int
+    last_sync: str | None
+    uploaded_bytes: int = 0
+    downloaded_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def iso_from_ns(value: str | None) -> str | None:
+    if not value:
+        return None
+    return dt.datetime.fromtimestamp(int(value) / 1e9, tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def pending_from_db(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(dirty files, their bytes, queued namespace changes)."""
+    files, size = conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0) FROM nodes WHERE dirty = 1"
+    ).fetchone()
+    changes = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    return int(files), int(size), int(changes)
+
+
+def offline_status(state_dir: Path, cache_limit: int) -> Status:
+    """Status of a device whose mount is not running, read from its files."""
+    db_path = state_dir / DB_FILE
+    files = size = changes = 0
+    last_sync = None
+    if db_path.exists():
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            files, size, changes = pending_from_db(conn)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'last_sync_ns'").fetchone()
+            last_sync = iso_from_ns(row[0] if row else None)
+        finally:
+            conn.close()
+    cache_bytes = 0
+    cache_dir = state_dir / "cache"
+    if cache_dir.is_dir():
+        for entry in os.scandir(cache_dir):
+            if entry.is_file(follow_symlinks=False):
+                cache_bytes += entry.stat(follow_symlinks=False).st_blocks * 512
+    return Status(
+        mounted=False,
+        online=False,
+        pending_files=files,
+        pending_bytes=size,
+        pending_changes=changes,
+        cache_bytes=cache_bytes,
+        cache_limit_bytes=cache_limit,
+        dirty_bytes=size,
+        last_sync=last_sync,
+    )

@@ -1,0 +1,229 @@
+"""The sync engine: one supervisor that keeps the local state and the backend in step.
+
+It runs two loops in the mount's nursery:
+- **push**: drains the outbox (namespace changes, in order) and commits dirty files. A file
+  is committed as soon as no handle has it open for writing, or once its content has not
+  changed for `IDLE_COMMIT` seconds while open (a long-running writer still gets its data
+  uploaded). `kick()` wakes the loop at once (close, fsync); otherwise it polls.
+- **pull**: follows the account's journal from the cursor and applies each entry.
+  `mountfs sync` and the push channel (later) call `kick_pull()`; otherwise it polls.
+
+Offline handling: any `Offline` (or 5xx) puts the engine in the offline state and backs off
+(capped); the local mount keeps working, the outbox keeps growing, and both loops resume
+by themselves when the backend answers again. Status figures go into the state database's
+`meta` table, where `mountfs status` reads them from another process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from mountfs.state import nodes
+from mountfs.state.db import StateDb
+from mountfs.sync.apply import RemoteApplier
+from mountfs.sync.push import Pusher
+from mountfs.sync.upload import CommitConflict, CommitRefused, Uploader
+from mountfs.transport.api import ApiClient, ApiError, Offline
+from mountfs.transport.retry import RetryPolicy, is_temp_failure
+from mountfs.types import InodeNo
+
+log = logging.getLogger(__name__)
+
+POLL_PUSH = 0.25
+POLL_PULL = 2.0
+IDLE_COMMIT = 2.0
+BACKOFF = RetryPolicy(attempts=None, base=0.5, cap=15.0)
+REFUSED_RETRY = 300.0
+"""A file whose commit was refused (quota, size) is tried again after this many seconds."""
+
+
+class _Wakeup:
+    """A re-armable signal: `set()` wakes the current or next `wait(timeout)`."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            await self._event.wait()
+        self._event = trio.Event()
+
+
+@dataclass(slots=True)
+class _Watch:
+    gen: int
+    since: float
+
+
+class SyncEngine:
+    """Supervises push and pull; see the module docstring.
+
+    Args:
+        is_open_for_write: True while some handle may still write to the inode.
+        namespace_id: the journal to follow.
+    """
+
+    def __init__(
+        self,
+        db: StateDb,
+        api: ApiClient,
+        pusher: Pusher,
+        uploader: Uploader,
+        applier: RemoteApplier,
+        namespace_id: str,
+        is_open_for_write: Callable[[InodeNo], bool],
+    ) -> None:
+        self._db = db
+        self._api = api
+        self._pusher = pusher
+        self._uploader = uploader
+        self._applier = applier
+        self._namespace_id = namespace_id
+        self._is_open_for_write = is_open_for_write
+        self._push_wakeup = _Wakeup()
+        self._pull_wakeup = _Wakeup()
+        self._push_lock = trio.Lock()
+        self._pull_lock = trio.Lock()
+        self._watch: dict[InodeNo, _Watch] = {}
+        self._refused: dict[InodeNo, float] = {}
+        self.online = False
+
+    def kick(self) -> None:
+        """Push now (a file was closed or fsynced, or the user asked)."""
+        self._push_wakeup.set()
+
+    def kick_pull(self) -> None:
+        """Pull now (the push channel said there is news, or the user asked)."""
+        self._pull_wakeup.set()
+
+    async def run(self) -> None:
+        """Run both loops until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._loop, "push", self._push_round, POLL_PUSH, self._push_wakeup)
+            nursery.start_soon(self._loop, "pull", self.pull_all, POLL_PULL, self._pull_wakeup)
+
+    async def _loop(
+        self, name: str, step: Callable[[], Awaitable[object]], poll: float, wakeup: _Wakeup
+    ) -> None:
+        failures = 0
+        while True:
+            try:
+                await step()
+            except (Offline, ApiError) as exc:
+                if not is_temp_failure(exc):
+                    raise
+                failures += 1
+                self._set_online(False)
+                wait = BACKOFF.delay(failures)
+                log.log(
+                    logging.INFO if failures < 3 else logging.WARNING,
+                    "%s: backend unavailable (%s); retry in %.1fs",
+                    name,
+                    exc,
+                    wait,
+                )
+                await trio.sleep(wait)
+                continue
+            failures = 0
+            self._set_online(True)
+            await wakeup.wait(poll)
+
+    def _set_online(self, online: bool) -> None:
+        if online != self.online:
+            log.info("sync is %s", "online" if online else "offline")
+        self.online = online
+        with self._db.transaction():
+            self._db.set_meta("online", "1" if online else "0")
+            if online:
+                self._db.set_meta("last_sync_ns", str(time.time_ns()))
+
+    async def _push_round(self, *, force: bool = False) -> None:
+        """Push the outbox, then commit the dirty files that are ready (all if `force`)."""
+        async with self._push_lock:
+            while await self._pusher.push():
+                pass
+            for node in nodes.dirty_files(self._db.conn, limit=1000):
+                if node.remote_version is None or not (force or self._ready(node)):
+                    continue
+                await self._commit(node.ino)
+            while await self._pusher.push():  # commits may have unblocked queued ops
+                pass
+
+    async def flush(self, *, pull: bool = True) -> bool:
+        """Push everything now and pull what is new; True if nothing is left waiting.
+
+        For `mountfs sync` and unmount: files still open for writing are committed too,
+        because the user asked for everything. Unmount passes `pull=False`: with the kernel
+        gone there is nobody to show remote changes to (and nobody to invalidate).
+        Raises like the loops do when offline.
+        """
+        await self._push_round(force=True)
+        if pull:
+            await self.pull_all()
+        if self.pending() == (0, 0):
+            self._set_online(True)
+            return True
+        return False
+
+    def _ready(self, node: nodes.Node) -> bool:
+        """Commit now, or let a writer finish first? (see module docstring)."""
+        now = time.monotonic()
+        if self._refused.get(node.ino, 0) > now:
+            return False
+        if not self._is_open_for_write(node.ino):
+            return True
+        watch = self._watch.get(node.ino)
+        if watch is None or watch.gen != node.content_gen:
+            self._watch[node.ino] = _Watch(node.content_gen, now)
+            return False
+        return now - watch.since >= IDLE_COMMIT
+
+    async def _commit(self, ino: InodeNo) -> None:
+        try:
+            if await self._uploader.commit(ino):
+                self._watch.pop(ino, None)
+                self._refused.pop(ino, None)
+        except CommitRefused as exc:
+            log.error("backend refused the content of inode %d: %s", ino, exc)
+            self._refused[ino] = time.monotonic() + REFUSED_RETRY
+        except CommitConflict:
+            log.warning("inode %d changed on another device; keeping both", ino)
+            self._refused[ino] = time.monotonic() + REFUSED_RETRY
+
+    async def pull_all(self) -> int:
+        """Apply every journal entry past the cursor; return how many were applied."""
+        applied = 0
+        async with self._pull_lock:
+            while True:
+                cursor = int(self._db.get_meta("cursor") or 0)
+                page = await self._api.journal(self._namespace_id, cursor)
+                for entry in page.entries:
+                    self._applier.apply(entry)
+                    applied += 1
+                if not page.has_more:
+                    return applied
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return self._uploader.stats.bytes_uploaded
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return self._uploader.fetched_bytes
+
+    def pending(self) -> tuple[int, int]:
+        """(files or changes waiting, bytes waiting) for status."""
+        conn = self._db.conn
+        ops = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        files, size = conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM nodes WHERE dirty = 1"
+        ).fetchone()
+        return ops + int(files), int(size)

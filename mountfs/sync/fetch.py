@@ -1,0 +1,144 @@
+"""Downloading the chunks that hold a byte range of a file into its cache file.
+
+A read of bytes that are not in the cache asks `Fetcher.ensure_present`. It looks up the
+chunks covering the range in the file's chunk map, gets presigned GET URLs for them in one
+call, downloads them concurrently, verifies and decrypts them on worker threads (a bad
+chunk is `CorruptChunk`, never returned), and writes them into the cache file.
+
+Writing never clobbers local writes: the bytes of a chunk are written only into the parts of
+its range that are not yet *present*, and the write plus the `present` update happen with no
+`await` in between, so no FUSE write can slip between the check and the write (all FUSE
+handlers run on the trio thread). Concurrent misses on the same chunk share one download
+(single flight).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import trio
+
+from mountfs.cache.block_cache import BlockCache
+from mountfs.chunks.pipeline import ChunkPipeline
+from mountfs.state import extents
+from mountfs.state.db import StateDb
+from mountfs.state.schema import EXTENT_PRESENT
+from mountfs.sync import manifests
+from mountfs.transport.api import ApiClient, Presigned
+from mountfs.transport.blocks import BlockClient
+from mountfs.transport.retry import RetryPolicy, with_retry
+from mountfs.types import ChunkKey, ChunkRef, InodeNo
+
+log = logging.getLogger(__name__)
+
+FETCH_RETRY = RetryPolicy(attempts=4, base=0.2, cap=2.0)
+"""Reads wait on the network: a few quick retries, then the caller gets an error (EIO)."""
+
+
+class Fetcher:
+    """Fills cache files from the block store on demand.
+
+    Attributes:
+        downloaded_bytes: ciphertext bytes fetched since start (for status and benchmarks).
+    """
+
+    def __init__(
+        self,
+        db: StateDb,
+        cache: BlockCache,
+        api: ApiClient,
+        blocks: BlockClient,
+        pipeline: ChunkPipeline,
+        parallel: int = 8,
+    ) -> None:
+        self._db = db
+        self._cache = cache
+        self._api = api
+        self._blocks = blocks
+        self._pipeline = pipeline
+        self._limiter = trio.CapacityLimiter(parallel)
+        self._in_flight: dict[tuple[int, int], trio.Event] = {}
+        self.downloaded_bytes = 0
+
+    async def ensure_present(self, ino: InodeNo, start: int, end: int) -> None:
+        """Return once every byte of [start, end) that the head revision has is cached.
+
+        Raises:
+            Offline / ApiError: the backend or the store could not deliver (after retries).
+            CorruptChunk / ObjectMismatch: a chunk failed verification.
+        Cancellation: chunks already written stay written; nothing is half-written.
+        """
+        while True:
+            wanted, waiting = self._plan(ino, start, end)
+            if not wanted and not waiting:
+                return
+            for event in waiting:
+                await event.wait()
+            if wanted:
+                await self._download(ino, wanted)
+
+    def _plan(
+        self, ino: InodeNo, start: int, end: int
+    ) -> tuple[list[tuple[ChunkRef, ChunkKey]], list[trio.Event]]:
+        """Chunks to download now, and events of downloads already under way."""
+        wanted: list[tuple[ChunkRef, ChunkKey]] = []
+        waiting: list[trio.Event] = []
+        conn = self._db.conn
+        for ref, key in manifests.covering(conn, ino, start, end):
+            if not extents.gaps(conn, ino, EXTENT_PRESENT, ref.offset, ref.end):
+                continue
+            event = self._in_flight.get((ino, ref.offset))
+            if event is not None:
+                waiting.append(event)
+            else:
+                wanted.append((ref, key))
+        return wanted, waiting
+
+    async def _download(self, ino: InodeNo, wanted: list[tuple[ChunkRef, ChunkKey]]) -> None:
+        events = {ref.offset: trio.Event() for ref, _ in wanted}
+        for offset, event in events.items():
+            self._in_flight[(ino, offset)] = event
+        self._cache.pin(ino)  # nothing fetched may be evicted before it is recorded
+        try:
+            objects = sorted({ref.object for ref, _ in wanted})
+            urls = await with_retry(lambda: self._api.read_urls(objects), FETCH_RETRY, "read-urls")
+            by_object = {u.object: u for u in urls}
+            async with trio.open_nursery() as nursery:
+                for ref, key in wanted:
+                    nursery.start_soon(self._fetch_one, ino, ref, key, by_object[ref.object])
+        finally:
+            self._cache.unpin(ino)
+            for offset, event in events.items():
+                del self._in_flight[(ino, offset)]
+                event.set()
+
+    async def _fetch_one(self, ino: InodeNo, ref: ChunkRef, key: ChunkKey, url: Presigned) -> None:
+        async with self._limiter:
+            ciphertext = await with_retry(lambda: self._blocks.get(url), FETCH_RETRY, "chunk GET")
+        self.downloaded_bytes += len(ciphertext)
+        plaintext = await self._pipeline.open(ciphertext, key, ref)
+        self._store(ino, ref, plaintext)
+
+    def _store(self, ino: InodeNo, ref: ChunkRef, plaintext: bytes) -> None:
+        """Write the chunk's bytes into the parts of its range not present yet (no await)."""
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT size FROM nodes WHERE ino = ?", (ino,)).fetchone()
+            if row is None:
+                return  # the file went away while we downloaded
+            end = min(ref.end, int(row[0]))  # a truncation may have cut the chunk short
+            holes = extents.gaps(conn, ino, EXTENT_PRESENT, ref.offset, end)
+            if not holes:
+                return
+            self._cache.make_room(sum(e - s for s, e in holes))
+            fd = os.open(self._cache.path(ino), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(plaintext)
+                for hole_start, hole_end in holes:
+                    piece = view[hole_start - ref.offset : hole_end - ref.offset]
+                    os.pwrite(fd, piece, hole_start)
+            finally:
+                os.close(fd)
+            for hole_start, hole_end in holes:
+                extents.add(conn, ino, EXTENT_PRESENT, hole_start, hole_end)
+        self._cache.refresh(ino)

@@ -1,0 +1,99 @@
+"""`mountfs sync` for a device whose mount is not running.
+
+It takes the state directory's lock (so a mount cannot start meanwhile), checks the state
+as the mount would, pushes everything pending, pulls everything new, and returns. Nothing
+is in the kernel's caches, so invalidations are dropped, and nothing is open, so deleted
+nodes are purged at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from mountfs.cache.block_cache import BlockCache, CacheLimits
+from mountfs.state import nodes
+from mountfs.state.db import DB_FILE, StateDb, open_state
+from mountfs.state.lock import lock_state
+from mountfs.sync.session import Transport, build_engine, build_fetcher
+from mountfs.transport.api import ApiError, Offline
+from mountfs.transport.auth import DeviceInfo, load_device
+from mountfs.types import InodeNo
+from mountfs.vfs.fsck import repair
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+
+
+class _NoKernel:
+    """Invalidator for a state that no kernel has cached."""
+
+    def entry(self, parent: InodeNo, name: str) -> None:
+        return None
+
+    def inode(self, ino: InodeNo, data: bool) -> None:
+        return None
+
+
+def _purger(db: StateDb, cache: BlockCache) -> Callable[[InodeNo], None]:
+    def purge(ino: InodeNo) -> None:
+        node = nodes.get(db.conn, ino)
+        if node is None or node.linked:
+            return
+        with db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM outbox WHERE node_id = ?", (node.node_id,)).fetchone():
+                return
+            nodes.delete(conn, ino)
+        cache.drop(ino)
+
+    return purge
+
+
+def sync_unmounted(state_dir: Path, timeout: float) -> bool:
+    """Push and pull until up to date; False on timeout or if the backend is unreachable."""
+    lock = lock_state(state_dir)
+    try:
+        device = load_device(state_dir)
+        db = open_state(state_dir / DB_FILE)
+        try:
+            cache_root = state_dir / CACHE_DIR
+            cache_root.mkdir(exist_ok=True, mode=0o700)
+            cache = BlockCache(cache_root, CacheLimits.for_disk(cache_root, None), db)
+            repair(db, cache, root_id=device.root_id, uid=os.getuid(), gid=os.getgid())
+            return trio.run(_flush, device, db, cache, timeout)
+        finally:
+            db.close()
+    finally:
+        lock.close()
+
+
+async def _flush(device: DeviceInfo, db: StateDb, cache: BlockCache, seconds: float) -> bool:
+    transport = Transport.open(device)
+    try:
+        fetcher = build_fetcher(transport, db, cache)
+        purge = _purger(db, cache)
+        engine = build_engine(
+            transport,
+            db,
+            cache,
+            fetcher,
+            invalidator=_NoKernel(),
+            purge_if_unused=purge,
+            is_open_for_write=lambda ino: False,
+        )
+        with trio.move_on_after(seconds):
+            while True:
+                try:
+                    if await engine.flush():
+                        return True
+                except (Offline, ApiError) as exc:
+                    log.warning("sync: %s", exc)
+                await trio.sleep(0.5)
+        return False
+    finally:
+        await transport.aclose()
