@@ -1,0 +1,1 @@
+"""HTTP edge: routes, dependencies, wire schemas, error mapping, body limits."""

@@ -1,0 +1,130 @@
+"""FastAPI dependencies: the app's state, the caller, and resources it may touch.
+
+Routes state what they need in their signature with these `Annotated` aliases, so no route
+can forget a check:
+
+- `CurrentDevice`: the authenticated device (bearer token) — 401 otherwise.
+- `OwnedNode`: the node named by the `{node_id}` path parameter, loaded and checked to be
+  in the caller's namespace — 404 otherwise (never revealing that it exists elsewhere).
+- `OwnedRevision`: the same for `{revision_id}`.
+- `Db`, `Keys`, `Store`, `CurrentSettings`: the pieces built by the app's lifespan.
+
+The services re-check ownership inside their own transactions; these loaders make the
+route-level answer uniform and early.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from backend.db.engine import Database
+from backend.security import Keyring
+from backend.services import accounts, revisions, tree
+from backend.services.errors import Unauthorized
+from backend.services.types import Node, NodeId, Principal, Revision, RevisionId
+from backend.settings import Settings
+from backend.store.base import BlockStore
+from backend.store.local import LocalBlockStore
+
+__all__ = [
+    "AppState",
+    "CurrentDevice",
+    "CurrentSettings",
+    "Db",
+    "Keys",
+    "LocalStore",
+    "OwnedNode",
+    "OwnedRevision",
+    "State",
+    "Store",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """Everything the lifespan opened; one per app, shared by all requests.
+
+    Attributes:
+        local_store: the embedded store (unbound to a URL), or None when S3 is used.
+        store: the configured block store, used as-is when it is not the local one.
+    """
+
+    settings: Settings
+    db: Database
+    keys: Keyring
+    store: BlockStore
+    local_store: LocalBlockStore | None
+
+
+def get_state(request: Request) -> AppState:
+    state = getattr(request.app.state, "mountfs", None)
+    if not isinstance(state, AppState):
+        raise RuntimeError("the app's lifespan has not run")  # a wiring bug, not input
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def get_db(state: State) -> Database:
+    return state.db
+
+
+def get_settings(state: State) -> Settings:
+    return state.settings
+
+
+def get_keys(state: State) -> Keyring:
+    return state.keys
+
+
+def get_store(state: State, request: Request) -> BlockStore:
+    """The block store, with the embedded one bound to the URL clients reach us on."""
+    if state.local_store is None:
+        return state.store
+    return state.local_store.bind(state.settings.public_url or str(request.base_url))
+
+
+def get_local_store(state: State) -> LocalBlockStore | None:
+    return state.local_store
+
+
+Db = Annotated[Database, Depends(get_db)]
+CurrentSettings = Annotated[Settings, Depends(get_settings)]
+Keys = Annotated[Keyring, Depends(get_keys)]
+Store = Annotated[BlockStore, Depends(get_store)]
+LocalStore = Annotated[LocalBlockStore | None, Depends(get_local_store)]
+
+_bearer = HTTPBearer(auto_error=False, description="The device token from POST /login.")
+
+
+def current_device(
+    db: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
+    return accounts.authenticate(db, credentials.credentials)
+
+
+CurrentDevice = Annotated[Principal, Depends(current_device)]
+
+
+def owned_node(node_id: Annotated[uuid.UUID, Path()], who: CurrentDevice, db: Db) -> Node:
+    with db.read() as conn:
+        return tree.get_node(conn, who.namespace_id, NodeId(str(node_id)))
+
+
+def owned_revision(
+    revision_id: Annotated[uuid.UUID, Path()], who: CurrentDevice, db: Db
+) -> Revision:
+    with db.read() as conn:
+        return revisions.get_revision(conn, who, RevisionId(str(revision_id)))
+
+
+OwnedNode = Annotated[Node, Depends(owned_node)]
+OwnedRevision = Annotated[Revision, Depends(owned_revision)]

@@ -1,0 +1,25 @@
+"""One APIRouter per resource; `routers()` lists what the app mounts under /api/v1."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.api.routes import auth, blocks, changes, chunks, journal, nodes, revisions
+
+__all__ = ["API_PREFIX", "routers"]
+
+API_PREFIX = "/api/v1"
+
+
+def routers(*, embedded_store: bool) -> list[APIRouter]:
+    """The routers to mount; the block routes only serve the embedded store."""
+    mounted = [
+        auth.public,
+        auth.router,
+        nodes.router,
+        revisions.router,
+        changes.router,
+        chunks.router,
+        journal.router,
+    ]
+    return [*mounted, blocks.router] if embedded_store else mounted

@@ -1,0 +1,77 @@
+"""Accounts, login, `me`, devices and revocation; health (protocol.md § Auth)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from backend.api.deps import CurrentDevice, CurrentSettings, Db
+from backend.api.errors import responses
+from backend.api.schemas import (
+    AccountIn,
+    AccountOut,
+    DeviceOut,
+    DevicesOut,
+    HealthOut,
+    LoginIn,
+    LoginOut,
+    MeOut,
+)
+from backend.services import accounts
+from backend.services.errors import RegistrationClosed
+from backend.services.types import DeviceId
+
+__all__ = ["public", "router"]
+
+public = APIRouter(tags=["auth"], responses=responses(400))
+"""Routes that need no token."""
+router = APIRouter(tags=["auth"], responses=responses(400, 401))
+
+
+@public.get("/health")
+def health() -> HealthOut:
+    return HealthOut()
+
+
+@public.post("/accounts", status_code=status.HTTP_201_CREATED, responses=responses(403, 409))
+def create_account(body: AccountIn, db: Db, settings: CurrentSettings) -> AccountOut:
+    """Register an account with an empty root directory (unless registration is closed)."""
+    if settings.no_registration:
+        raise RegistrationClosed("registration is closed on this server")
+    made = accounts.create_account(db, body.name, body.password, settings.default_quota_bytes)
+    return AccountOut(account_id=made.id, name=made.name)
+
+
+@public.post("/login", responses=responses(401))
+def login(body: LoginIn, db: Db) -> LoginOut:
+    """Make a new device for the account; its token is shown this once."""
+    made = accounts.login(db, body.name, body.password, body.device_label)
+    return LoginOut(account_id=made.account_id, device_id=made.device_id, token=made.token)
+
+
+@router.get("/me")
+def me(who: CurrentDevice, db: Db, settings: CurrentSettings) -> MeOut:
+    with db.read() as conn:
+        return MeOut.of(accounts.me(conn, who), settings.max_file_bytes)
+
+
+@router.get("/devices")
+def devices(who: CurrentDevice, db: Db) -> DevicesOut:
+    with db.read() as conn:
+        listed = accounts.list_devices(conn, who)
+    return DevicesOut(devices=[DeviceOut.of(d, d.id == who.device_id) for d in listed])
+
+
+@router.delete(
+    "/devices/{device_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(404),
+)
+def revoke_device(device_id: Annotated[uuid.UUID, Path()], who: CurrentDevice, db: Db) -> Response:
+    """Revoke a device of this account (possibly the caller): its token stops working now."""
+    with db.write() as conn:
+        accounts.revoke_device(conn, who, DeviceId(str(device_id)))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,114 @@
+"""The composition root: `create_app(settings)` builds the ASGI app; its lifespan opens
+(and closes) everything the routes use.
+
+Start-up, in the lifespan (blocking work, run in a worker thread):
+1. create the data directory; load or create the two secrets (0600 files);
+2. `alembic upgrade head` on the configured database;
+3. open the database (SQLite: WAL, see `backend.db.engine`) and the block store;
+4. publish them as one `AppState` on `app.state.mountfs`.
+
+Nothing is opened at import time and nothing is global, so tests can build several apps
+(on several data directories) in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+from starlette.concurrency import run_in_threadpool
+
+from backend.api import errors
+from backend.api.deps import AppState
+from backend.api.limits import BodyLimitMiddleware
+from backend.api.openapi import MountfsAPI
+from backend.api.routes import API_PREFIX, routers
+from backend.db.engine import Database, make_engine
+from backend.db.migrate import upgrade
+from backend.durable import makedirs_durably
+from backend.security import Keyring, load_or_create_secret, parse_secret
+from backend.settings import Settings
+from backend.store.base import BlockStore
+from backend.store.local import LocalBlockStore
+from backend.store.s3 import S3BlockStore, S3Location, make_client
+from backend.store.signing import UrlSigner
+
+__all__ = ["create_app", "open_state"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The backend as an ASGI app; serve it with uvicorn (see `backend.server`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await run_in_threadpool(open_state, settings)
+        app.state.mountfs = state
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.db.close)
+
+    app = MountfsAPI(
+        title="mountfs backend",
+        version="1",
+        summary="Metadata service and embedded block store of mountfs (docs/protocol.md).",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=settings.max_json_bytes,
+        block_limit=settings.max_block_bytes,
+    )
+    for router in routers(embedded_store=settings.blockstore is None):
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def open_state(settings: Settings) -> AppState:
+    """Steps 1–3 of the module docstring; blocking."""
+    makedirs_durably(settings.data)
+    convergence = _secret(settings.convergence_secret, settings.convergence_secret_path)
+    signing_key = _secret(settings.signing_key, settings.signing_key_path)
+    upgrade(settings.db_url)
+    db = Database(make_engine(settings.db_url))
+    local: LocalBlockStore | None = None
+    store: BlockStore
+    if settings.blockstore is None:
+        local = LocalBlockStore(
+            root=settings.blocks_dir,
+            signer=UrlSigner(signing_key),
+            ttl=settings.url_ttl,
+            max_object_bytes=settings.max_block_bytes,
+        )
+        local.open()
+        store = local
+    else:
+        location = S3Location.from_url(settings.blockstore)
+        store = S3BlockStore(make_client(location), location, settings.url_ttl)
+    log.info(
+        "backend ready: db=%s store=%s",
+        settings.db_url.split("@")[-1],
+        settings.blockstore.split("?")[0] if settings.blockstore else settings.blocks_dir,
+    )
+    return AppState(
+        settings=settings,
+        db=db,
+        keys=Keyring(convergence),
+        store=store,
+        local_store=local,
+    )
+
+
+def _secret(given: SecretStr | None, path: Path) -> bytes:
+    """A secret from the settings (environment) if given, else from (or into) its file."""
+    if given is not None:
+        return parse_secret(given.get_secret_value(), "secret from the settings")
+    return load_or_create_secret(path)

@@ -1,0 +1,1 @@
+"""The metadata database: schema, engines and transactions, migrations."""

@@ -1,0 +1,131 @@
+"""Run the backend: command-line parsing and a blocking uvicorn server.
+
+`parse_args(argv)` turns `--data DIR --port N ...` into `Settings` (flags win over
+`MOUNTFS_*` environment variables); `serve(settings)` runs until SIGTERM or SIGINT and then
+stops cleanly: uvicorn stops accepting, finishes in-flight requests, runs the lifespan's
+shutdown (closing the database), and `serve` returns. `python -m backend` and the CLI's
+`mountfs server` both use these two functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
+from pydantic import ValidationError
+
+from backend.app import create_app
+from backend.settings import DEFAULT_MAX_FILE_BYTES, Settings
+
+__all__ = ["build_parser", "parse_args", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def build_parser(prog: str = "python -m backend") -> argparse.ArgumentParser:
+    """The flags of the server; every one also reads `MOUNTFS_<NAME>` from the environment.
+
+    Defaults are not set here (argparse.SUPPRESS) but in `Settings`, so that an absent flag
+    lets the environment speak.
+    """
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="mountfs metadata service and embedded block store.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--data", metavar="DIR", help="data directory (database, blocks, secrets)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8765)")
+    p.add_argument("--db", metavar="URL", help="database URL (default sqlite in DIR)")
+    p.add_argument(
+        "--blockstore",
+        metavar="URL",
+        help="s3://bucket[/prefix]?endpoint=URL&region=NAME (default: embedded, DIR/blocks)",
+    )
+    p.add_argument("--public-url", metavar="URL", help="origin clients use to reach us")
+    p.add_argument(
+        "--url-ttl", type=int, metavar="SECONDS", help="presigned URL lifetime (default 300)"
+    )
+    p.add_argument(
+        "--max-file-bytes",
+        type=int,
+        metavar="N",
+        help=f"largest file a commit may declare (default {DEFAULT_MAX_FILE_BYTES})",
+    )
+    p.add_argument(
+        "--default-quota-bytes", type=int, metavar="N", help="quota of new accounts (unlimited)"
+    )
+    p.add_argument("--no-registration", action="store_true", help="refuse self-registration")
+    p.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="default info",
+    )
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None, prog: str = "python -m backend") -> Settings:
+    """Settings from flags and environment; exits with a usage message when invalid."""
+    parser = build_parser(prog)
+    given = vars(parser.parse_args(argv))
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in error.errors()
+        )
+        parser.error(problems)
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until SIGTERM/SIGINT; return after a clean shutdown."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    with _stop_signals_end_serving():
+        server.run()
+    log.info("backend stopped")
+
+
+class _stop_signals_end_serving:
+    """Keep SIGTERM/SIGINT from killing the process after uvicorn's graceful stop.
+
+    uvicorn catches these signals while it runs and, once shut down, re-raises them to the
+    handlers that were installed before it started. Installing quiet handlers first turns
+    that re-raise into a normal return from `serve` (exit status 0). Off the main thread
+    (tests) signal handlers cannot be installed, and uvicorn does not install its own.
+    """
+
+    _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> None:
+        self._saved: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._SIGNALS:
+                self._saved[sig] = signal.signal(sig, _note_signal)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _note_signal(signum: int, _frame: FrameType | None) -> None:
+    log.info("received %s after shutdown", signal.Signals(signum).name)

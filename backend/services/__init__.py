@@ -1,0 +1,1 @@
+"""Business rules over a SQLAlchemy Connection; they return dataclasses and know no HTTP."""

@@ -1,0 +1,123 @@
+"""The change feed: ordering every change of a namespace, and reading it back.
+
+Writing (inside a change's transaction, in this order):
+1. `lock_namespace` first, before reading anything the change depends on. On PostgreSQL
+   this is `SELECT ... FOR UPDATE` on the namespace row, which serialises all changes of
+   one namespace; on SQLite `BEGIN IMMEDIATE` has already serialised every writer.
+2. `next_seq` when the change is certain to apply: bumps `namespace.last_seq` and returns
+   it. The bump rolls back with the transaction, so seqs have no gaps; and because the row
+   stays locked until commit, seq N+1 cannot be handed out before N is committed — a reader
+   can never see N+1 without N.
+3. `record` the entry with the node's state after the change.
+
+Reading: `read_feed` returns entries after a cursor, with the revisions they name (and
+their manifests), oldest first.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, insert, select, update
+
+from backend.db.tables import journal, namespace, revision
+from backend.services.clock import as_utc, utcnow
+from backend.services.errors import NotFound
+from backend.services.rows import node_from_json, node_to_json, revision_from_row
+from backend.services.types import (
+    DeviceId,
+    JournalEntry,
+    JournalOp,
+    JournalPage,
+    NamespaceId,
+    Node,
+    Principal,
+    Revision,
+    RevisionId,
+)
+
+__all__ = ["MAX_PAGE", "lock_namespace", "next_seq", "read_feed", "record"]
+
+MAX_PAGE = 1000
+
+
+def lock_namespace(conn: Connection, namespace_id: NamespaceId) -> None:
+    """Take the namespace's change lock for the rest of the transaction."""
+    found = conn.execute(
+        select(namespace.c.id).where(namespace.c.id == namespace_id).with_for_update()
+    ).first()
+    if found is None:
+        raise NotFound("no such namespace")
+
+
+def next_seq(conn: Connection, namespace_id: NamespaceId) -> int:
+    """Allocate the next journal seq of the (locked) namespace."""
+    seq = conn.execute(
+        update(namespace)
+        .where(namespace.c.id == namespace_id)
+        .values(last_seq=namespace.c.last_seq + 1)
+        .returning(namespace.c.last_seq)
+    ).scalar_one()
+    return int(seq)
+
+
+def record(
+    conn: Connection,
+    seq: int,
+    op: JournalOp,
+    node: Node,
+    device_id: DeviceId,
+    revision_id: RevisionId | None = None,
+) -> None:
+    """Append the entry for `seq` (allocated by `next_seq` in this transaction)."""
+    conn.execute(
+        insert(journal).values(
+            namespace_id=node.namespace_id,
+            seq=seq,
+            op=op.value,
+            node_id=node.id,
+            node=node_to_json(node),
+            revision_id=revision_id,
+            device_id=device_id,
+            at=utcnow(),
+        )
+    )
+
+
+def read_feed(
+    conn: Connection, who: Principal, namespace_id: NamespaceId, after: int, limit: int
+) -> JournalPage:
+    """Entries with seq > `after`, at most `limit`, oldest first.
+
+    Raises NotFound for a namespace the caller cannot read.
+    """
+    if namespace_id != who.namespace_id:
+        raise NotFound("no such namespace")
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = conn.execute(
+        select(journal)
+        .where(journal.c.namespace_id == namespace_id, journal.c.seq > after)
+        .order_by(journal.c.seq)
+        .limit(limit + 1)
+    ).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    revisions = _revisions(conn, [r.revision_id for r in rows if r.revision_id is not None])
+    entries = tuple(
+        JournalEntry(
+            seq=int(r.seq),
+            op=JournalOp(r.op),
+            node=node_from_json(r.node),
+            revision=revisions.get(r.revision_id) if r.revision_id is not None else None,
+            device_id=DeviceId(r.device_id),
+            at=as_utc(r.at),
+        )
+        for r in rows
+    )
+    cursor = entries[-1].seq if entries else after
+    return JournalPage(entries=entries, cursor=cursor, has_more=has_more)
+
+
+def _revisions(conn: Connection, ids: list[str]) -> dict[str, Revision]:
+    if not ids:
+        return {}
+    rows = conn.execute(select(revision).where(revision.c.id.in_(ids))).all()
+    return {r.id: revision_from_row(r, with_manifest=True) for r in rows}

@@ -1,0 +1,227 @@
+"""Content commits with their precondition, and reading history and manifests.
+
+A commit runs in two steps (`docs/backend.md`, "Commits"):
+
+1. `confirm_uploads` — outside any transaction, because it may talk to the block store over
+   the network: every object of the manifest that this account does not own yet is offered
+   to `store.finish_upload`; each one the store confirms becomes owned by the account
+   (`chunks.record_uploads`, its own short transaction). Ownership recorded here survives
+   even if step 2 then refuses the commit, so a client that resolves a conflict and commits
+   the same chunks again (e.g. as a conflicted copy) does not upload them twice.
+2. `commit` — one write transaction: lock the namespace, check `base_revision` against the
+   head, require every object to be owned *now* (else `MissingChunks`, invariant 6), check
+   quota, then insert the revision and its `revision_chunk` rows, bump refcounts, move the
+   head, adjust `used_bytes` and append the journal entry.
+
+A replay (same `revision_id`) returns the stored result: the revision and the node as the
+journal recorded it right after that commit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+
+from sqlalchemy import Connection, and_, insert, select, update
+
+from backend.db.engine import Database
+from backend.db.tables import account, chunk, journal, revision, revision_chunk
+from backend.services import chunks
+from backend.services import journal as feed
+from backend.services.clock import utcnow
+from backend.services.errors import (
+    BadRequest,
+    Conflict,
+    IdTaken,
+    MissingChunks,
+    NotFound,
+    QuotaExceeded,
+)
+from backend.services.rows import manifest_to_json, node_from_json, revision_from_row
+from backend.services.tree import add_used_bytes, get_node, write_node
+from backend.services.types import (
+    ChunkRef,
+    JournalOp,
+    NodeId,
+    NodeKind,
+    ObjectName,
+    Outcome,
+    Principal,
+    Revision,
+    RevisionId,
+    RevisionKind,
+)
+from backend.services.validation import check_manifest
+from backend.store.base import BlockStore
+
+__all__ = ["NewRevision", "commit", "confirm_uploads", "get_revision", "list_revisions"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRevision:
+    revision_id: RevisionId
+    base_revision: RevisionId | None
+    size: int
+    mtime_ns: int
+    chunks: tuple[ChunkRef, ...]
+
+
+def confirm_uploads(
+    db: Database, store: BlockStore, who: Principal, new: NewRevision, max_file_bytes: int
+) -> None:
+    """Step 1: turn this account's completed uploads of the manifest's objects into
+    ownership. Validates the manifest first, so nothing is touched for a bad request."""
+    check_manifest(new.size, new.chunks, max_file_bytes)
+    with db.read() as conn:
+        if _stored_revision(conn, new.revision_id) is not None:
+            return  # a replay: step 2 answers it from the stored state
+        unowned = chunks.unowned(conn, who.account_id, [r.object for r in new.chunks])
+    if not unowned:
+        return
+    confirmed = []
+    for ref in _first_ref_per_object(new.chunks, unowned):
+        stored_size = store.finish_upload(ref.object, who.account_id)
+        if stored_size is not None:
+            confirmed.append((ref, stored_size))
+    if confirmed:
+        with db.write() as conn:
+            chunks.record_uploads(conn, who.account_id, confirmed)
+
+
+def commit(
+    conn: Connection, who: Principal, node_id: NodeId, new: NewRevision, max_file_bytes: int
+) -> Outcome:
+    """Step 2, inside the caller's write transaction (see the module docstring)."""
+    check_manifest(new.size, new.chunks, max_file_bytes)
+    feed.lock_namespace(conn, who.namespace_id)
+    current = get_node(conn, who.namespace_id, node_id)
+    replay = _replay(conn, who, node_id, new.revision_id)
+    if replay is not None:
+        return replay
+    if current.kind is not NodeKind.FILE:
+        raise BadRequest(f"a {current.kind.value} has no content to commit")
+    if current.deleted or current.head_revision != new.base_revision:
+        raise Conflict("base_revision is not the file's head revision", current=current)
+    objects = [r.object for r in new.chunks]
+    missing = chunks.unowned(conn, who.account_id, objects)
+    if missing:
+        raise MissingChunks(missing)
+    chunks.check_stored_sizes(conn, new.chunks)
+    _check_quota(conn, who, new.size - current.size)
+
+    seq = feed.next_seq(conn, who.namespace_id)
+    made = Revision(
+        id=new.revision_id,
+        node_id=node_id,
+        base_revision=new.base_revision,
+        device_id=who.device_id,
+        kind=RevisionKind.CONTENT,
+        size=new.size,
+        mtime_ns=new.mtime_ns,
+        created_at=utcnow(),
+        chunks=new.chunks,
+    )
+    _insert_revision(conn, made, seq)
+    add_used_bytes(conn, current.namespace_id, new.size - current.size)
+    updated = replace(
+        current,
+        size=new.size,
+        mtime_ns=new.mtime_ns,
+        head_revision=made.id,
+        version=current.version + 1,
+    )
+    write_node(conn, current, updated)
+    feed.record(conn, seq, JournalOp.COMMIT, updated, who.device_id, made.id)
+    return Outcome(node=updated, revision=made, cursor=seq)
+
+
+def _insert_revision(conn: Connection, made: Revision, seq: int) -> None:
+    refs = made.chunks or ()
+    conn.execute(
+        insert(revision).values(
+            id=made.id,
+            node_id=made.node_id,
+            seq=seq,
+            base_revision_id=made.base_revision,
+            device_id=made.device_id,
+            kind=made.kind.value,
+            size=made.size,
+            mtime_ns=made.mtime_ns,
+            manifest=manifest_to_json(refs),
+            created_at=made.created_at,
+        )
+    )
+    if not refs:
+        return
+    conn.execute(
+        insert(revision_chunk),
+        [{"revision_id": made.id, "seq": i, "object": r.object} for i, r in enumerate(refs)],
+    )
+    # One UPDATE per distinct object, in sorted order: concurrent commits on PostgreSQL
+    # then lock chunk rows in the same order and cannot deadlock.
+    for obj, count in sorted(Counter(r.object for r in refs).items()):
+        conn.execute(
+            update(chunk).where(chunk.c.object == obj).values(refcount=chunk.c.refcount + count)
+        )
+
+
+def _check_quota(conn: Connection, who: Principal, growth: int) -> None:
+    """Refuse growth beyond the quota; shrinking is always allowed (even when over)."""
+    if growth <= 0:
+        return
+    row = conn.execute(
+        select(account.c.quota_bytes, account.c.used_bytes).where(account.c.id == who.account_id)
+    ).one()
+    if row.quota_bytes is not None and row.used_bytes + growth > row.quota_bytes:
+        raise QuotaExceeded(
+            f"the commit needs {growth} more bytes; {row.quota_bytes - row.used_bytes} left"
+        )
+
+
+def _stored_revision(conn: Connection, revision_id: RevisionId) -> Revision | None:
+    row = conn.execute(select(revision).where(revision.c.id == revision_id)).first()
+    return revision_from_row(row, with_manifest=True) if row is not None else None
+
+
+def _replay(
+    conn: Connection, who: Principal, node_id: NodeId, revision_id: RevisionId
+) -> Outcome | None:
+    """The stored result of an earlier commit with this id, or None if there was none."""
+    stored = _stored_revision(conn, revision_id)
+    if stored is None:
+        return None
+    if stored.node_id != node_id or stored.kind is not RevisionKind.CONTENT:
+        raise IdTaken("a revision with this id already exists")
+    # The revision's seq is its commit's journal seq: the entry holds the node as it was.
+    seq = select(revision.c.seq).where(revision.c.id == revision_id).scalar_subquery()
+    snapshot = conn.execute(
+        select(journal.c.node).where(
+            and_(journal.c.namespace_id == who.namespace_id, journal.c.seq == seq)
+        )
+    ).scalar_one()
+    return Outcome(node=node_from_json(snapshot), revision=stored, created=False)
+
+
+def _first_ref_per_object(refs: tuple[ChunkRef, ...], wanted: list[ObjectName]) -> list[ChunkRef]:
+    first: dict[ObjectName, ChunkRef] = {}
+    for ref in refs:
+        first.setdefault(ref.object, ref)
+    return [first[obj] for obj in wanted]
+
+
+def list_revisions(conn: Connection, who: Principal, node_id: NodeId) -> tuple[Revision, ...]:
+    """The node's history, newest first, without manifests."""
+    get_node(conn, who.namespace_id, node_id)
+    rows = conn.execute(
+        select(revision).where(revision.c.node_id == node_id).order_by(revision.c.seq.desc())
+    ).all()
+    return tuple(revision_from_row(r, with_manifest=False) for r in rows)
+
+
+def get_revision(conn: Connection, who: Principal, revision_id: RevisionId) -> Revision:
+    """One revision with its manifest; NotFound unless its node is in the caller's tree."""
+    stored = _stored_revision(conn, revision_id)
+    if stored is None:
+        raise NotFound("no such revision")
+    get_node(conn, who.namespace_id, stored.node_id)
+    return stored

@@ -1,0 +1,1 @@
+"""Block stores: the protocol, the embedded directory store and S3."""

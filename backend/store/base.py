@@ -1,0 +1,96 @@
+"""The block store contract: immutable, content-addressed objects behind presigned URLs.
+
+Clients move chunk bytes straight to and from the store with short-lived presigned
+requests; the backend only signs them (for accounts allowed to use them) and, at commit
+time, asks the store to confirm that an account's upload completed (`finish_upload`).
+
+Object names are the lower-case hex SHA-256 of the stored bytes, and every implementation
+verifies that on upload (DESIGN.md invariant 3), so an object can be written once and never
+changed by anyone. `finish_upload` is keyed by account: it confirms only an upload made
+with a URL signed for that account, which is how ownership (invariant 5) is proven without
+revealing whether another account stored the same object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+__all__ = [
+    "BadSignature",
+    "BlockStore",
+    "ChecksumMismatch",
+    "PresignedRequest",
+    "StoreError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedRequest:
+    """One HTTP request a client may make to the store, as-is, until `expires_at`.
+
+    Attributes:
+        url: absolute URL (query includes the signature).
+        method: "PUT" or "GET".
+        headers: headers the client must send verbatim (e.g. `x-amz-checksum-sha256`).
+        expires_at: aware UTC time after which the store refuses it.
+    """
+
+    url: str
+    method: str
+    headers: Mapping[str, str]
+    expires_at: datetime
+
+
+class BlockStore(Protocol):
+    """What the backend needs from a block store (local directory or S3)."""
+
+    def presign_put(self, object: str, account_id: str, size: int) -> PresignedRequest:
+        """A PUT of exactly the bytes named `object`, attributed to `account_id`.
+
+        Always granted, even if the object exists: an identical upload is accepted and
+        never overwrites (and the answer does not reveal whether it existed).
+        """
+        ...
+
+    def presign_get(self, object: str) -> PresignedRequest:
+        """A GET of `object`; the caller has checked that the account may read it."""
+        ...
+
+    def finish_upload(self, object: str, account_id: str) -> int | None:
+        """Confirm that `account_id` uploaded `object` and that it is durably stored.
+
+        Returns the object's stored size, or None if no such upload by this account is
+        pending. Consumes the pending upload (a second call returns None), so the caller
+        must record the ownership it proves. May block on network I/O: never call it
+        inside a database transaction.
+        """
+        ...
+
+    def exists(self, object: str) -> bool: ...
+
+    def delete(self, object: str) -> None:
+        """Remove an object (garbage collection only); absent objects are ignored."""
+        ...
+
+    def iter_objects(self) -> Iterator[str]:
+        """Every stored object name (for scrub and GC), in no particular order."""
+        ...
+
+
+class StoreError(Exception):
+    """Base of the errors a block store reports; `detail` is one human sentence."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadSignature(StoreError):
+    """A presigned request is expired, forged, or used for another object or method."""
+
+
+class ChecksumMismatch(StoreError):
+    """Uploaded bytes do not hash to the object name they were sent for."""

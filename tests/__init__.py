@@ -1,0 +1,1 @@
+"""mountfs test suite (a package so that `tests.support` is importable from every test)."""
