@@ -17,17 +17,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "TARGETS",
     "BindfsTarget",
     "LocalTarget",
+    "MountfsTarget",
     "Target",
     "filesystem_type",
     "fuse_unmount",
@@ -128,6 +130,74 @@ class BindfsTarget:
             self._dir = None
 
 
+class MountfsTarget:
+    """This project's client: a real backend on loopback, a fresh account, `mountfs mount`.
+
+    The backend runs as `python -m backend` (embedded SQLite + local block store) in a
+    temporary directory; the device logs in with `mountfs login` and mounts with
+    `mountfs mount`, the way a user does. Uploads happen in the background while the
+    benchmarks run, as they would for a user, so the figures include that load.
+    """
+
+    name = "mountfs"
+    PASSWORD = "bench-password-1"
+
+    def __init__(self, base: Path) -> None:
+        self._base = base
+        self._dir: Path | None = None
+        self._mountpoint: Path | None = None
+        self._backend: Any = None
+
+    def unavailable_reason(self) -> str | None:
+        return _fuse_unavailable_reason()
+
+    def setup(self) -> Path:
+        from tests.support.backend import BackendProcess
+
+        self._dir = Path(tempfile.mkdtemp(prefix="bench-mountfs-", dir=self._base))
+        self._backend = BackendProcess(self._dir / "server", self._dir / "server.log")
+        self._backend.start()
+        server = self._backend.base_url
+        state, mountpoint = self._dir / "state", self._dir / "mnt"
+        mountpoint.mkdir()
+        self._mountfs("account", "create", "bench", "--server", server, "--password-stdin")
+        self._mountfs(
+            "login", "--server", server, "--user", "bench", "--device", "bench",
+            "--state", str(state), "--password-stdin",
+        )  # fmt: skip
+        self._mountfs("mount", str(mountpoint), "--state", str(state), "--log-level", "WARNING")
+        self._mountpoint = mountpoint
+        wait_for_mount(mountpoint)
+        return mountpoint
+
+    def _mountfs(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "mountfs", *args],
+            input=self.PASSWORD,
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def teardown(self) -> None:
+        if self._mountpoint is not None:
+            subprocess.run(
+                [sys.executable, "-m", "mountfs", "umount", str(self._mountpoint)],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+            fuse_unmount(self._mountpoint)
+            self._mountpoint = None
+        if self._backend is not None:
+            self._backend.stop()
+            self._backend = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
 def wait_for_mount(mountpoint: Path, timeout: float = MOUNT_TIMEOUT_S) -> None:
     """Return once `mountpoint` is a mount point; a FUSE daemon may finish after it forks."""
     deadline = time.monotonic() + timeout
@@ -190,14 +260,10 @@ TargetFactory = Callable[[Path], Target]
 # reference of every ratio.
 #
 # Where the next targets go (register them here, nowhere else):
-# - "mountfs": this project's client. Its setup() will start a backend exactly as
-#   backend_meta.py does (tests.support.backend.BackendProcess on a free loopback port),
-#   register and log in a device with `mountfs login`, run `mountfs mount MNT` and
-#   `wait_for_mount(MNT)`; teardown() will `fuse_unmount(MNT)` and stop the backend.
-#   Not written yet: the client's mount command is still being built.
 # - "rclone": `rclone mount` of a local-directory remote with `--vfs-cache-mode full`,
 #   the nearest established FUSE cloud client to compare with.
 TARGETS: dict[str, TargetFactory] = {
     LocalTarget.name: LocalTarget,
     BindfsTarget.name: BindfsTarget,
+    MountfsTarget.name: MountfsTarget,
 }
