@@ -32,7 +32,7 @@ ensure_packages() {
 # What the product needs to build and mount (pyfuse3 compiles against libfuse3).
 BASE_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv ca-certificates)
 # What the tests and benchmarks use besides: shell tools they drive on the mount and peers.
-TEST_PACKAGES=(bindfs git rsync sqlite3 tar procps psmisc)
+TEST_PACKAGES=(bindfs git rsync sqlite3 tar procps psmisc vim)
 
 python_bin() {
   for cand in python3.13 python3.12 python3.11 python3; do
