@@ -7,6 +7,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -72,10 +73,44 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The `mountfs` group, which also takes the call that `mount.fuse3` makes for fstab.
+
+    `mount.fuse3` (fstab type `fuse` with `mountfs#SOURCE`, or type `fuse.mountfs`) runs
+    `mountfs SOURCE MOUNTPOINT -o OPTS`: that form, whose first word is no subcommand, is
+    handed whole to `mountfs.fstab`.
+    """
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        from mountfs.fstab import looks_like_helper_call
+
+        if args and self.get_command(ctx, args[0]) is None and looks_like_helper_call(args):
+            return "fstab", _fstab_call, args
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mountfs")
 def main() -> None:
-    """mountfs: a cloud drive that you mount as a folder."""
+    """mountfs: a cloud drive that you mount as a folder.
+
+    `mountfs STATE_DIR MOUNTPOINT -o OPTIONS` is the form that mount.fuse3 uses for an
+    fstab line (see `mount.mountfs`).
+    """
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def _fstab_call(args: tuple[str, ...]) -> None:
+    """SOURCE MOUNTPOINT -o OPTIONS, as mount.fuse3 calls it (not listed: no subcommand)."""
+    from mountfs.fstab import run
+
+    sys.exit(run(args, prog="mountfs"))
 
 
 @main.command(
@@ -294,3 +329,72 @@ def sync(state_dir: Path | None, timeout: float) -> None:
         click.echo(f"not up to date after {timeout:.0f}s", err=True)
         sys.exit(1)
     click.echo("up to date")
+
+
+@main.group()
+def service() -> None:
+    """Mount at login with a systemd user unit (one per mount point)."""
+
+
+@service.command("install")
+@click.argument(
+    "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=Path("~/Cloud")
+)
+@state_option
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.option("--cache-size", type=int, default=None, help="Cache limit in bytes.")
+def service_install(
+    mountpoint: Path, state_dir: Path | None, log_level: str, cache_size: int | None
+) -> None:
+    """Write, enable and start a systemd user unit that mounts MOUNTPOINT (default ~/Cloud)."""
+    from mountfs import service as units
+
+    _device(state_dir)  # the unit would only fail at every login without one
+    mountpoint = mountpoint.expanduser().absolute()
+    with contextlib.suppress(FileExistsError):  # mkdir, unlike stat, works on a dead mount
+        mountpoint.mkdir(parents=True)
+    spec = units.UnitSpec(
+        mountpoint=mountpoint,
+        state_dir=_state(state_dir).absolute(),
+        command=units.mountfs_command(),
+        log_level=log_level.upper(),
+        cache_size=cache_size,
+    )
+    try:
+        result = units.install(spec)
+    except units.ServiceError as exc:
+        raise click.ClickException(f"wrote the unit, but it did not start: {exc}") from exc
+    click.echo(f"wrote {result.unit_path}")
+    if result.done:
+        click.echo(f"{mountpoint} is mounted now and at every login ({result.unit_path.name})")
+        return
+    click.echo(f"systemctl could not do it all here ({result.reason}); run:", err=True)
+    for command in result.todo:
+        click.echo(f"  {command}", err=True)
+
+
+@service.command("uninstall")
+@click.argument(
+    "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=Path("~/Cloud")
+)
+def service_uninstall(mountpoint: Path) -> None:
+    """Stop (unmounting) and remove the systemd user unit of MOUNTPOINT (default ~/Cloud)."""
+    from mountfs import service as units
+
+    mountpoint = mountpoint.expanduser().absolute()
+    try:
+        result = units.uninstall(mountpoint)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"removed {result.unit_path}")
+    if not result.done:
+        click.echo(
+            f"no user manager answered ({result.reason}): if the folder is still mounted, "
+            f"run `mountfs umount {mountpoint}`",
+            err=True,
+        )

@@ -246,6 +246,15 @@ def _serve(opts: MountOptions, notify: Notify) -> int:
 
 
 def _setup_logging(opts: MountOptions) -> None:
+    """Log to `STATE/mountfs.log` always, and to stderr in the foreground or under systemd.
+
+    Under systemd stderr is the journal (`mountfs.systemd_journal`): the records go there
+    too, with syslog priorities, and a daemon keeps its stderr instead of pointing it at
+    the log file, so what libfuse or Python print reaches the journal. The file stays in
+    both cases: it is where `mountfs mount` points when the daemon fails to start.
+    """
+    from mountfs.systemd_journal import JournalFormatter, stderr_is_journal
+
     opts.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = logging.getLogger()
     root.setLevel(opts.log_level.upper())
@@ -258,19 +267,22 @@ def _setup_logging(opts: MountOptions) -> None:
     root.addHandler(handler)
     # One line per HTTP request is noise at INFO; our own modules log what matters.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
-    if opts.foreground:
+    journal = stderr_is_journal()
+    if opts.foreground or journal:
         console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(formatter)
+        console.setFormatter(JournalFormatter() if journal else formatter)
         root.addHandler(console)
-    else:
-        # Whatever libfuse or Python itself prints lands in the log, not in /dev/null.
-        log_fd = os.open(opts.state_dir / LOG_FILE, os.O_WRONLY | os.O_APPEND)
+    if not opts.foreground:
+        # Whatever libfuse or Python itself prints lands in the log (or the journal),
+        # not in /dev/null.
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
         os.close(null_fd)
-        os.close(log_fd)
+        if not journal:
+            log_fd = os.open(opts.state_dir / LOG_FILE, os.O_WRONLY | os.O_APPEND)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.close(log_fd)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
