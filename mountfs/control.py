@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_LINE = 1 << 20
+_SUN_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path) on Linux, the terminating NUL included
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -38,6 +39,25 @@ def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
 
 
+@contextlib.contextmanager
+def _addressable(path: Path) -> Iterator[str]:
+    """An address for `path` that fits `sockaddr_un` (108 bytes).
+
+    A state directory deep in a home directory easily makes a longer path, which bind and
+    connect refuse ("AF_UNIX path too long"). Then the directory is opened and the socket
+    named through `/proc/self/fd/N/`, which the kernel resolves like the real path (with
+    the same permission checks) for as long as the descriptor is open.
+    """
+    if len(os.fsencode(path)) < _SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 async def serve(
     state_dir: Path, handler: Handler, task_status: Any = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -47,7 +67,8 @@ async def serve(
     listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
-        await listener.bind(str(path))
+        with _addressable(path) as address:
+            await listener.bind(address)
     finally:
         os.umask(old_umask)
     listener.listen(16)
@@ -101,7 +122,8 @@ def request(state_dir: Path, body: dict[str, Any], timeout: float) -> dict[str, 
     sock.settimeout(timeout)
     try:
         try:
-            sock.connect(str(socket_path(state_dir)))
+            with _addressable(socket_path(state_dir)) as address:
+                sock.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoDaemon(f"no mount is running for {state_dir}") from exc
         sock.sendall(json.dumps(body).encode() + b"\n")

@@ -8,6 +8,10 @@ racing with the apply must never re-cache the old state).
 Local work always wins locally until the backend has decided:
 - an entry for a node whose local `remote_version` is already at or past it is our own
   change (or one already applied) and is skipped;
+- an entry this device made for a node it no longer has is skipped: the node was deleted
+  here and purged once the backend acknowledged the delete, and the pull, which lags
+  behind the push, must not resurrect it (or push a conflicted-copy rename of whatever
+  took its name since);
 - a node with queued metadata ops keeps its local name and attributes: the pusher rebases
   those ops on the new version and the last writer wins;
 - a file with unsent content keeps it: its commit will meet the remote head as a conflict,
@@ -62,6 +66,7 @@ class RemoteApplier:
     Args:
         owner: uid/gid that remote nodes get locally (the mounting user).
         device_label: this device's label, for conflicted-copy names.
+        device_id: this device's id: its own entries for nodes it no longer has are skipped.
         purge_if_unused: called with an unlinked inode; the tree drops it if the kernel and
             no open handle still use it.
     """
@@ -74,6 +79,7 @@ class RemoteApplier:
         purge_if_unused: Callable[[InodeNo], object],
         owner: tuple[int, int],
         device_label: str,
+        device_id: str,
     ) -> None:
         self._db = db
         self._cache = cache
@@ -81,6 +87,7 @@ class RemoteApplier:
         self._purge_if_unused = purge_if_unused
         self._owner = owner
         self._device_label = device_label
+        self._device_id = device_id
 
     def apply(self, entry: JournalEntry) -> None:
         """Apply one entry and advance the cursor, atomically; then notify the kernel."""
@@ -106,22 +113,29 @@ class RemoteApplier:
             return
         if local is not None and (local.remote_version or 0) >= remote.version:
             return
+        if local is None and entry.device_id == self._device_id:
+            return  # made here, then deleted here and purged: never bring it back
         if remote.deleted:
             if local is not None:
                 self._delete(conn, local, remote, pending)
             return
-        parent = nodes.by_node_id(conn, remote.parent_id)
-        if parent is None or (parent.parent_ino is None and parent.ino != ROOT_INO):
-            log.warning("journal %d: parent of %s unknown here; skipped", entry.seq, remote.id)
-            return
-        if local is None:
-            local = self._create(conn, remote, parent.ino, pending)
-        elif outbox.references(conn, remote.id) and _has_own_ops(conn, remote.id):
+        if local is not None and _has_own_ops(conn, remote.id):
+            # Our queued ops decide its place and attributes (they may have moved it out of
+            # a folder deleted since): only the version is news.
             conn.execute(
                 "UPDATE nodes SET remote_version = ? WHERE ino = ?", (remote.version, local.ino)
             )
         else:
-            self._update(conn, local, remote, parent.ino, pending)
+            parent = nodes.by_node_id(conn, remote.parent_id)
+            if parent is None or (parent.parent_ino is None and parent.ino != ROOT_INO):
+                # Our own entries are old news about a place we have left since.
+                level = logging.DEBUG if entry.device_id == self._device_id else logging.WARNING
+                log.log(level, "journal %d: parent of %s unknown; skipped", entry.seq, remote.id)
+                return
+            if local is None:
+                local = self._create(conn, remote, parent.ino, pending)
+            else:
+                self._update(conn, local, remote, parent.ino, pending)
         if entry.revision is not None and local is not None:
             self._content(conn, local, remote, entry.revision, pending)
 
@@ -194,8 +208,8 @@ class RemoteApplier:
             fields.update(parent_ino=parent_ino, name=remote.name)
         if local.mode != remote.mode:
             fields["mode"] = remote.mode
-        if local.kind != "file" and local.mtime_ns != remote.mtime_ns:
-            fields["mtime_ns"] = remote.mtime_ns
+        if local.mtime_ns != remote.mtime_ns and not local.dirty:
+            fields["mtime_ns"] = remote.mtime_ns  # a dirty file's commit will carry its own
         nodes.set_fields(conn, local.ino, fields)
         pending.inodes.append((local.ino, False))
 

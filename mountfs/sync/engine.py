@@ -4,14 +4,18 @@ It runs two loops in the mount's nursery:
 - **push**: drains the outbox (namespace changes, in order) and commits dirty files. A file
   is committed as soon as no handle has it open for writing, or once its content has not
   changed for `IDLE_COMMIT` seconds while open (a long-running writer still gets its data
-  uploaded). `kick()` wakes the loop at once (close, fsync); otherwise it polls.
+  uploaded). The loop polls every `POLL_PUSH` seconds; `kick()` wakes it at once (the vfs
+  has no close or fsync hook to call it from yet, so a closed file waits for the next poll).
 - **pull**: follows the account's journal from the cursor and applies each entry.
   `mountfs sync` and the push channel (later) call `kick_pull()`; otherwise it polls.
 
 Offline handling: any `Offline` (or 5xx) puts the engine in the offline state and backs off
 (capped); the local mount keeps working, the outbox keeps growing, and both loops resume
-by themselves when the backend answers again. Status figures go into the state database's
-`meta` table, where `mountfs status` reads them from another process.
+by themselves when the backend answers again. Any other failure of a round (a refusal, a
+bug) is logged as an error and retried after the same backoff: the engine never takes the
+mount down, and one file that cannot be committed never holds back the others. Status
+figures go into the state database's `meta` table, where `mountfs status` reads them from
+another process.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from mountfs.state.db import StateDb
 from mountfs.sync.apply import RemoteApplier
 from mountfs.sync.push import Pusher
 from mountfs.sync.upload import CommitConflict, CommitRefused, Uploader
-from mountfs.transport.api import ApiClient, ApiError, Offline
+from mountfs.transport.api import ApiClient
 from mountfs.transport.retry import RetryPolicy, is_temp_failure
 from mountfs.types import InodeNo
 
@@ -40,6 +44,8 @@ IDLE_COMMIT = 2.0
 BACKOFF = RetryPolicy(attempts=None, base=0.5, cap=15.0)
 REFUSED_RETRY = 300.0
 """A file whose commit was refused (quota, size) is tried again after this many seconds."""
+FAILED_RETRY = 30.0
+"""A file whose commit failed unexpectedly is tried again after this many seconds."""
 
 
 class _Wakeup:
@@ -117,19 +123,20 @@ class SyncEngine:
         while True:
             try:
                 await step()
-            except (Offline, ApiError) as exc:
-                if not is_temp_failure(exc):
-                    raise
+            except Exception as exc:
                 failures += 1
-                self._set_online(False)
                 wait = BACKOFF.delay(failures)
-                log.log(
-                    logging.INFO if failures < 3 else logging.WARNING,
-                    "%s: backend unavailable (%s); retry in %.1fs",
-                    name,
-                    exc,
-                    wait,
-                )
+                if is_temp_failure(exc):
+                    self._set_online(False)
+                    log.log(
+                        logging.INFO if failures < 3 else logging.WARNING,
+                        "%s: backend unavailable (%s); retry in %.1fs",
+                        name,
+                        exc,
+                        wait,
+                    )
+                else:  # a refusal or a bug: the mount must keep serving; try again later
+                    log.error("%s failed; retry in %.1fs", name, wait, exc_info=exc)
                 await trio.sleep(wait)
                 continue
             failures = 0
@@ -197,6 +204,12 @@ class SyncEngine:
         except CommitConflict:
             log.warning("inode %d changed on another device; keeping both", ino)
             self._refused[ino] = time.monotonic() + REFUSED_RETRY
+        except Exception as exc:
+            if is_temp_failure(exc):
+                raise  # the loop goes offline and retries every file
+            # One file's failure (a 4xx, a bug) must not hold back the others.
+            log.error("committing inode %d failed; retry in %.0fs", ino, FAILED_RETRY, exc_info=exc)
+            self._refused[ino] = time.monotonic() + FAILED_RETRY
 
     async def pull_all(self) -> int:
         """Apply every journal entry past the cursor; return how many were applied."""

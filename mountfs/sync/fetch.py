@@ -3,30 +3,36 @@
 A read of bytes that are not in the cache asks `Fetcher.ensure_present`. It looks up the
 chunks covering the range in the file's chunk map, gets presigned GET URLs for them in one
 call, downloads them concurrently, verifies and decrypts them on worker threads (a bad
-chunk is `CorruptChunk`, never returned), and writes them into the cache file.
+chunk is `ObjectMismatch` or `CorruptChunk`, logged as an error and never written), and
+writes them into the cache file.
 
 Writing never clobbers local writes: the bytes of a chunk are written only into the parts of
-its range that are not yet *present*, and the write plus the `present` update happen with no
-`await` in between, so no FUSE write can slip between the check and the write (all FUSE
-handlers run on the trio thread). Concurrent misses on the same chunk share one download
-(single flight).
+its range that are not yet *present* of a file that is not *complete* (a complete file's
+cache file is its content, and its `present` extents are gone), and the check, the write
+and the `present` update happen with no `await` in between, so no FUSE write can slip
+between the check and the write (all FUSE handlers run on the trio thread). Concurrent
+misses on the same chunk share one download (single flight).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sqlite3
 
 import trio
 
 from mountfs.cache.block_cache import BlockCache
 from mountfs.chunks.pipeline import ChunkPipeline
+from mountfs.errors import CorruptChunk
 from mountfs.state import extents
 from mountfs.state.db import StateDb
 from mountfs.state.schema import EXTENT_PRESENT
 from mountfs.sync import manifests
+from mountfs.sync.tasks import run_all
 from mountfs.transport.api import ApiClient, Presigned
-from mountfs.transport.blocks import BlockClient
+from mountfs.transport.blocks import BlockClient, ObjectMismatch
 from mountfs.transport.retry import RetryPolicy, with_retry
 from mountfs.types import ChunkKey, ChunkRef, InodeNo
 
@@ -85,6 +91,8 @@ class Fetcher:
         wanted: list[tuple[ChunkRef, ChunkKey]] = []
         waiting: list[trio.Event] = []
         conn = self._db.conn
+        if _complete(conn, ino):
+            return wanted, waiting  # every byte is here (a concurrent read finished the file)
         for ref, key in manifests.covering(conn, ino, start, end):
             if not extents.gaps(conn, ino, EXTENT_PRESENT, ref.offset, ref.end):
                 continue
@@ -104,9 +112,10 @@ class Fetcher:
             objects = sorted({ref.object for ref, _ in wanted})
             urls = await with_retry(lambda: self._api.read_urls(objects), FETCH_RETRY, "read-urls")
             by_object = {u.object: u for u in urls}
-            async with trio.open_nursery() as nursery:
-                for ref, key in wanted:
-                    nursery.start_soon(self._fetch_one, ino, ref, key, by_object[ref.object])
+            await run_all(
+                functools.partial(self._fetch_one, ino, ref, key, by_object[ref.object])
+                for ref, key in wanted
+            )
         finally:
             self._cache.unpin(ino)
             for offset, event in events.items():
@@ -114,18 +123,27 @@ class Fetcher:
                 event.set()
 
     async def _fetch_one(self, ino: InodeNo, ref: ChunkRef, key: ChunkKey, url: Presigned) -> None:
-        async with self._limiter:
-            ciphertext = await with_retry(lambda: self._blocks.get(url), FETCH_RETRY, "chunk GET")
-        self.downloaded_bytes += len(ciphertext)
-        plaintext = await self._pipeline.open(ciphertext, key, ref)
+        try:
+            async with self._limiter:
+                ciphertext = await with_retry(
+                    lambda: self._blocks.get(url), FETCH_RETRY, "chunk GET"
+                )
+            self.downloaded_bytes += len(ciphertext)
+            plaintext = await self._pipeline.open(ciphertext, key, ref)
+        except (ObjectMismatch, CorruptChunk) as exc:
+            # Damage in the store (or on the way): never hand out these bytes, say so loudly.
+            log.error("inode %d: chunk at %d failed verification: %s", ino, ref.offset, exc)
+            raise
         self._store(ino, ref, plaintext)
 
     def _store(self, ino: InodeNo, ref: ChunkRef, plaintext: bytes) -> None:
         """Write the chunk's bytes into the parts of its range not present yet (no await)."""
         with self._db.transaction() as conn:
-            row = conn.execute("SELECT size FROM nodes WHERE ino = ?", (ino,)).fetchone()
-            if row is None:
-                return  # the file went away while we downloaded
+            row = conn.execute("SELECT size, complete FROM nodes WHERE ino = ?", (ino,)).fetchone()
+            if row is None or row[1]:
+                # Gone while we downloaded, or complete: then the cache file is the content
+                # (it has no `present` extents any more) and may hold newer local writes.
+                return
             end = min(ref.end, int(row[0]))  # a truncation may have cut the chunk short
             holes = extents.gaps(conn, ino, EXTENT_PRESENT, ref.offset, end)
             if not holes:
@@ -142,3 +160,9 @@ class Fetcher:
             for hole_start, hole_end in holes:
                 extents.add(conn, ino, EXTENT_PRESENT, hole_start, hole_end)
         self._cache.refresh(ino)
+
+
+def _complete(conn: sqlite3.Connection, ino: int) -> bool:
+    """True if the file's cache file holds all of its content (or the file is gone)."""
+    row = conn.execute("SELECT complete FROM nodes WHERE ino = ?", (ino,)).fetchone()
+    return row is None or bool(row[0])

@@ -100,6 +100,7 @@ def build_engine(
             purge_if_unused,
             owner=(os.getuid(), os.getgid()),
             device_label=device.device_label,
+            device_id=device.device_id,
         ),
         device.namespace_id,
         is_open_for_write,

@@ -11,7 +11,9 @@ Racing writes: the node's `content_gen` is read before the content. If it moved 
 time, the bytes read may mix two states, so the commit is skipped and tried again later;
 after `MAX_TORN_SKIPS` skips in a row (a file written without pause) it is committed anyway,
 since the node stays dirty and the next round commits the newer bytes. `mark_clean` clears
-`dirty` only if `content_gen` did not move, so no write is ever lost.
+`dirty` only if `content_gen` did not move, so no write is ever lost. mtime travels with the
+commit; one that changed meanwhile, or an older one still queued, is overridden by queueing
+the current one (`_record`).
 
 Missing bytes: a file whose content is only partly cached (`complete = 0`) may need bytes the
 cut reads; `_CacheReader` raises `NeedBytes` for them, the fetcher brings them in, and the
@@ -20,9 +22,11 @@ cut runs again.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
@@ -33,11 +37,12 @@ from mountfs.cache.block_cache import BlockCache
 from mountfs.chunks import cdc
 from mountfs.chunks.pipeline import ChunkPipeline, SealedChunk
 from mountfs.ids import uuid7
-from mountfs.state import extents, nodes
+from mountfs.state import extents, nodes, outbox
 from mountfs.state.db import StateDb
 from mountfs.state.schema import EXTENT_DIRTY, EXTENT_PRESENT
 from mountfs.sync import manifests
 from mountfs.sync.fetch import Fetcher
+from mountfs.sync.tasks import run_all
 from mountfs.transport.api import ApiClient, ApiError, PreparedChunk
 from mountfs.transport.blocks import BlockClient
 from mountfs.transport.retry import with_retry
@@ -301,7 +306,7 @@ class Uploader:
         sealed: dict[ChunkHash, SealedChunk] = {}
         for data, digest in zip(datas, hashes, strict=True):
             answer = by_hash[digest]
-            if not answer.readable and digest not in sealed:
+            if not _can_skip(answer) and digest not in sealed:
                 sealed[digest] = await self._pipeline.seal(data, answer.key, expected_hash=digest)
         await self._put_all(list(sealed.values()))
         result = []
@@ -324,9 +329,7 @@ class Uploader:
             self.stats.chunks_uploaded += 1
             self.stats.bytes_uploaded += chunk.stored_size
 
-        async with trio.open_nursery() as nursery:
-            for chunk in chunks:
-                nursery.start_soon(put, chunk)
+        await run_all(functools.partial(put, chunk) for chunk in chunks)
 
     async def _send_commit(
         self, snap: _Snapshot, manifest: Manifest, keys: dict[ChunkHash, ChunkKey]
@@ -374,14 +377,44 @@ class Uploader:
         version: int,
     ) -> None:
         with self._db.transaction() as conn:
-            if nodes.get(conn, snap.ino) is None:
+            node = nodes.get(conn, snap.ino)
+            if node is None:
                 return
             manifests.replace(conn, snap.ino, manifest, keys)
             conn.execute("UPDATE nodes SET remote_version = ? WHERE ino = ?", (version, snap.ino))
             clean = nodes.mark_clean(conn, snap.ino, snap.gen, head_revision, manifest.size)
-        if clean:
-            self._cache.set_dirty(snap.ino, False)
+            if not clean:
+                # Changed since the snapshot, so it differs from what was committed. A
+                # truncation to empty meanwhile saw no revision and marked the file clean:
+                # it has a revision now, so it must be committed again.
+                conn.execute("UPDATE nodes SET dirty = 1 WHERE ino = ?", (snap.ino,))
+            elif node.linked and (node.mtime_ns != snap.mtime_ns or _queued_mtime(conn, node)):
+                # The commit carried the snapshot's mtime. A newer one (the kernel set it
+                # while the file was dirty, so the tree did not queue it) or an older one
+                # still queued (set before the file was last written) would be lost or win:
+                # queue the current one, which merges into the node's latest queued op.
+                outbox.append_update(conn, node.node_id, {"mtime_ns": node.mtime_ns})
+        self._cache.set_dirty(snap.ino, not clean)
         self.stats.revisions += 1
+
+
+def _queued_mtime(conn: sqlite3.Connection, node: nodes.Node) -> bool:
+    """True if an op still queued for the node would set its mtime."""
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE node_id = ? AND json_extract(body, '$.mtime_ns') IS NOT NULL",
+        (node.node_id,),
+    ).fetchone()
+    return row is not None
+
+
+def _can_skip(answer: PreparedChunk) -> bool:
+    """True if the chunk need not be uploaded: readable already, and named with its size.
+
+    A `readable` answer that lacks the object or its `stored_size` cannot make a `ChunkRef`;
+    the chunk is then sealed and uploaded like a new one (the store dedups the identical
+    object), which costs bandwidth but never correctness.
+    """
+    return answer.readable and answer.object is not None and answer.stored_size is not None
 
 
 def _ref_for(
@@ -389,6 +422,6 @@ def _ref_for(
 ) -> ChunkRef:
     if sealed is not None:
         return sealed.ref(span.offset)
-    if answer.object is None or answer.stored_size is None:
-        raise RuntimeError(f"backend said chunk {digest} is readable but named no object")
+    assert answer.object is not None  # see _can_skip
+    assert answer.stored_size is not None
     return ChunkRef(span.offset, span.length, digest, ObjectName(answer.object), answer.stored_size)

@@ -156,6 +156,8 @@ class Files:
             finally:
                 self._cache.unpin(ino)
                 self._cache.refresh(ino)
+            if self._tree.get(ino).complete:
+                return  # a concurrent read completed the file (its present extents are gone)
         if extents.gaps(conn, ino, EXTENT_PRESENT, start, end):
             raise ContentUnavailable(f"inode {ino}: bytes {start}-{end} are still missing")
         size = self._tree.get(ino).size

@@ -1,9 +1,14 @@
 """Fixtures for tests on real FUSE mounts (skipped, with the reason, where FUSE is missing).
 
-- `mount_factory`: mounts of a test's own (remount, crash and CLI tests);
+Every mount is a device of a real account on the session's backend (`tests.support.mount`).
+
+- `mount_factory`: mounts of a test's own account (remount, crash and CLI tests); its
+  `roundtrip_check(mount)` syncs and compares with a fresh second device;
 - `shared_mount`: one mount per module for the POSIX and tools suites, each test working
   in its own subdirectory (`work`), next to a directory on the local disk (`local`) that
-  serves as the reference where behaviour is compared.
+  serves as the reference where behaviour is compared; `roundtrip()` checks `work` on a
+  second device of the module's account (`reader`, mounted once per module: each test's
+  files are new to it, so it reads nothing it has cached).
 
 Every mount must end with a log free of unexpected warnings and errors, and a state that
 passes `mountfs.vfs.fsck.check` once unmounted. When a test fails, the logs of the mounts
@@ -17,96 +22,80 @@ from pathlib import Path
 
 import pytest
 
-from mountfs.mount import CACHE_DIR
-from mountfs.state.db import DB_FILE, open_state
-from mountfs.vfs.fsck import check
-from tests.support.mount import MountProcess, fuse_unavailable, make_state
+from tests.support.backend import BackendProcess
+from tests.support.mount import (
+    Account,
+    Devices,
+    MountProcess,
+    account,
+    check_backend_logs,
+    mark_mount_tests,
+    mount_factory,
+    pytest_runtest_makereport,
+)
 
-FUSE_PROBLEM = fuse_unavailable()
+__all__ = [
+    "check_backend_logs",
+    "account",
+    "mount_factory",
+    "pytest_runtest_makereport",
+]
 
-MountFactory = Callable[..., MountProcess]
+MountFactory = Devices
+Roundtrip = Callable[[], object]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.mount)
-            if FUSE_PROBLEM is not None:
-                item.add_marker(pytest.mark.skip(reason=f"needs FUSE: {FUSE_PROBLEM}"))
+    mark_mount_tests(Path(__file__).parent, items)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None] | pytest.TestReport:
-    report: pytest.TestReport = yield
-    if report.failed:
-        for mount in list(MountProcess.live):
-            report.sections.append((f"mountfs log {mount.mountpoint}", mount.logs()[-20000:]))
-    return report
+class SharedDevices(Devices):
+    """The module's account: the shared mount, and a reader device started at first need."""
 
+    _reader: MountProcess | None = None
 
-def verify_after_unmount(mount: MountProcess) -> list[str]:
-    """The state must be consistent and the log clean once the daemon has stopped."""
-    problems = [f"log: {line}" for line in mount.unexpected_log_lines()]
-    db_path = mount.state_dir / DB_FILE
-    if db_path.exists():
-        db = open_state(db_path)
-        try:
-            problems += [f"fsck: {p}" for p in check(db, mount.state_dir / CACHE_DIR)]
-        finally:
-            db.close()
-    return problems
-
-
-@pytest.fixture
-def mount_factory(tmp_path: Path) -> Iterator[MountFactory]:
-    mounts: list[MountProcess] = []
-
-    def factory(
-        name: str = "mnt",
-        *,
-        state_dir: Path | None = None,
-        cache_size: int | None = None,
-        start: bool = True,
-        log_level: str = "INFO",
-    ) -> MountProcess:
-        state = state_dir or tmp_path / f"{name}-state"
-        if not (state / "device.json").exists():
-            make_state(state)
-        mount = MountProcess(tmp_path / name, state, cache_size=cache_size, log_level=log_level)
-        mounts.append(mount)
-        if start:
-            mount.start()
-        return mount
-
-    yield factory
-    for mount in mounts:
-        mount.cleanup()
-    problems = [p for mount in mounts for p in verify_after_unmount(mount)]
-    assert problems == []
+    @property
+    def reader(self) -> MountProcess:
+        if self._reader is None:
+            self._reader = self("reader")
+        return self._reader
 
 
 @pytest.fixture(scope="module")
-def shared_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountProcess]:
-    base = tmp_path_factory.mktemp("shared")
-    make_state(base / "state")
-    mount = MountProcess(base / "mnt", base / "state").start()
+def shared_devices(
+    tmp_path_factory: pytest.TempPathFactory, backend_session: BackendProcess
+) -> Iterator[SharedDevices]:
+    devices = SharedDevices(
+        Account.register(backend_session.base_url, "shared"), tmp_path_factory.mktemp("shared")
+    )
     try:
-        yield mount
-        mount.stop()
+        devices("mnt")
+        yield devices
+        devices.stop_all()
     finally:
-        mount.cleanup()
-    assert verify_after_unmount(mount) == []
+        problems = devices.close()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def shared_mount(shared_devices: SharedDevices) -> MountProcess:
+    return shared_devices.mounts[0]
 
 
 @pytest.fixture
 def work(shared_mount: MountProcess, request: pytest.FixtureRequest) -> Path:
     """A fresh directory on the shared mount for this test."""
-    path = shared_mount.mountpoint / request.node.name[:200]
+    path: Path = shared_mount.mountpoint / str(request.node.name)[:200]
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def roundtrip(shared_devices: SharedDevices, work: Path) -> Roundtrip:
+    """Check `work` after a round trip through the backend (see `Devices.roundtrip_check`)."""
+    return lambda: shared_devices.roundtrip_check(
+        shared_devices.mounts[0], work, reader=shared_devices.reader
+    )
 
 
 @pytest.fixture

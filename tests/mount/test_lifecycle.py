@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.mount.conftest import MountFactory
-from tests.support.mount import is_dead_mount, make_state, process_gone
-
-
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mountfs", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def _hashes(base: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(base.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
+from tests.support.mount import (
+    Account,
+    is_dead_mount,
+    make_state,
+    process_gone,
+    run_cli,
+    tree_manifest,
+)
 
 
 def test_remount_keeps_every_byte(mount_factory: MountFactory) -> None:
@@ -44,13 +31,14 @@ def test_remount_keeps_every_byte(mount_factory: MountFactory) -> None:
     os.symlink("docs/f1", root / "link")
     os.setxattr(root / "docs" / "f2", "user.tag", b"kept")
     os.utime(root / "docs" / "f4", ns=(5, 1_111_111_111_222_333_444))
-    before = _hashes(root)
+    before = tree_manifest(root)
     mount.stop()
     mount.start()
-    assert _hashes(root) == before
+    assert tree_manifest(root) == before
     assert os.readlink(root / "link") == "docs/f1"
     assert os.getxattr(root / "docs" / "f2", "user.tag") == b"kept"
     assert os.stat(root / "docs" / "f4").st_mtime_ns == 1_111_111_111_222_333_444
+    mount_factory.roundtrip_check(mount)
     mount.stop()
 
 
@@ -76,8 +64,9 @@ def test_kill_9_after_fsync_then_mount_again(mount_factory: MountFactory) -> Non
     assert "dead mount" in again.stderr
     assert (mount.mountpoint / "precious").read_bytes() == data
     assert (mount.mountpoint / "dir").is_dir()
+    mount_factory.roundtrip_check(mount)
     pid = mount.pid
-    umount = _cli("umount", mount.mountpoint)
+    umount = run_cli("umount", mount.mountpoint)
     assert umount.returncode == 0, umount.stderr
     assert not os.path.ismount(mount.mountpoint)
     assert process_gone(pid)  # `mountfs umount` returned after the daemon exited
@@ -87,23 +76,23 @@ def test_one_daemon_per_state_directory(mount_factory: MountFactory, tmp_path: P
     mount = mount_factory()
     other = tmp_path / "other"
     other.mkdir()
-    result = _cli("mount", other, "--state", mount.state_dir)
+    result = run_cli("mount", other, "--state", mount.state_dir)
     assert result.returncode == 1
-    assert "in use by another mountfs daemon" in result.stderr
+    assert "in use by another mountfs process" in result.stderr
     assert not os.path.ismount(other)
-    mount.allowed_log.append("in use by another mountfs daemon")
+    mount.allowed_log.append("in use by another mountfs process")
 
 
-def test_mount_and_umount_errors(tmp_path: Path) -> None:
+def test_mount_and_umount_errors(tmp_path: Path, account: Account) -> None:
     state = tmp_path / "state"
-    missing = _cli("mount", tmp_path / "nowhere", "--state", state)
+    missing = run_cli("mount", tmp_path / "nowhere", "--state", state)
     assert missing.returncode == 1
-    make_state(state)
-    missing = _cli("mount", tmp_path / "nowhere", "--state", state)
+    make_state(state, account)
+    missing = run_cli("mount", tmp_path / "nowhere", "--state", state)
     assert missing.returncode == 1
     assert "No such file or directory" in missing.stderr
     (tmp_path / "plain").mkdir()
-    not_mounted = _cli("umount", tmp_path / "plain")
+    not_mounted = run_cli("umount", tmp_path / "plain")
     assert not_mounted.returncode == 1
     assert "not mounted" in not_mounted.stderr
 
@@ -111,10 +100,11 @@ def test_mount_and_umount_errors(tmp_path: Path) -> None:
 def test_umount_of_a_busy_mount_fails_cleanly(mount_factory: MountFactory) -> None:
     mount = mount_factory()
     holder = open(mount.mountpoint / "open-file", "w")  # noqa: SIM115
-    busy = _cli("umount", mount.mountpoint)
+    busy = run_cli("umount", mount.mountpoint)
     assert busy.returncode == 1
     assert os.path.ismount(mount.mountpoint)
     holder.close()
+    mount_factory.roundtrip_check(mount)
     mount.stop()
 
 
@@ -149,6 +139,7 @@ def test_full_disk_gives_enospc_and_loses_nothing(
         mount.stop()
         mount.start()
         assert (mount.mountpoint / "keep").read_bytes() == keep
+        mount_factory.roundtrip_check(mount)
         mount.stop()
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
@@ -161,4 +152,5 @@ def test_sigterm_unmounts_a_foreground_daemon(mount_factory: MountFactory) -> No
     assert not os.path.ismount(mount.mountpoint)
     mount.start()
     assert (mount.mountpoint / "f").read_bytes() == b"kept"
+    mount_factory.roundtrip_check(mount)
     mount.stop()

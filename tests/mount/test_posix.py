@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mount.conftest import Roundtrip
 from tests.support.mount import MountProcess
 
 RENAME_NOREPLACE = 1
@@ -397,28 +398,31 @@ def outcome(case: Callable[[Path], object], base: Path) -> tuple[str, object]:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
 def test_same_outcome_as_a_local_disk(
-    case: Callable[[Path], object], work: Path, local: Path
+    case: Callable[[Path], object], work: Path, local: Path, roundtrip: Roundtrip
 ) -> None:
     expected = outcome(case, local)
     assert outcome(case, work) == expected
     assert _tree(work) == _tree(local)
+    roundtrip()
 
 
 # --- where mountfs differs from a local disk on purpose -----------------------------------
 
 
-def test_hard_links_are_refused_with_eperm(work: Path) -> None:
+def test_hard_links_are_refused_with_eperm(work: Path, roundtrip: Roundtrip) -> None:
     _touch(work / "f")
     with pytest.raises(PermissionError) as exc_info:
         os.link(work / "f", work / "g")
     assert exc_info.value.errno == errno.EPERM
+    roundtrip()
 
 
-def test_special_files_are_refused_with_eperm(work: Path) -> None:
+def test_special_files_are_refused_with_eperm(work: Path, roundtrip: Roundtrip) -> None:
     with pytest.raises(PermissionError):
         os.mkfifo(work / "fifo")
     os.mknod(work / "plain", stat.S_IFREG | 0o600)  # a regular file via mknod is fine
     assert (work / "plain").is_file()
+    roundtrip()
 
 
 @pytest.mark.parametrize(
@@ -441,12 +445,13 @@ def test_names_that_are_not_utf8_are_refused_with_einval(
         os.stat(bad)
 
 
-def test_rename_to_a_name_that_is_not_utf8_is_refused(work: Path) -> None:
+def test_rename_to_a_name_that_is_not_utf8_is_refused(work: Path, roundtrip: Roundtrip) -> None:
     _touch(work / "f")
     with pytest.raises(OSError, match="Invalid argument") as exc_info:
         os.rename(work / "f", os.fsencode(work) + b"/\xff")
     assert exc_info.value.errno == errno.EINVAL
     assert (work / "f").exists()
+    roundtrip()
 
 
 def test_privileged_xattr_namespaces_are_not_supported(work: Path) -> None:
@@ -475,7 +480,7 @@ def test_chown_as_root_is_stored(work: Path) -> None:
     assert (os.stat(work).st_uid, os.stat(work).st_gid) == (4321, 8765)
 
 
-def test_shared_writable_mmap(work: Path) -> None:
+def test_shared_writable_mmap(work: Path, roundtrip: Roundtrip) -> None:
     path = work / "mapped"
     size = 3 * mmap.PAGESIZE + 100
     path.write_bytes(b"\0" * size)
@@ -487,16 +492,18 @@ def test_shared_writable_mmap(work: Path) -> None:
             seen_by_read = other.read()
     assert seen_by_read[10:15] == b"HELLO"
     assert path.read_bytes()[-5:] == b"WORLD"
+    roundtrip()
 
 
-def test_big_file_round_trip(work: Path) -> None:
+def test_big_file_round_trip(work: Path, roundtrip: Roundtrip) -> None:
     data = os.urandom(24 << 20)
     (work / "big").write_bytes(data)
     assert hashlib.sha256((work / "big").read_bytes()).digest() == hashlib.sha256(data).digest()
     assert (work / "big").stat().st_size == len(data)
+    roundtrip()
 
 
-def test_listing_many_entries_while_deleting(work: Path) -> None:
+def test_listing_many_entries_while_deleting(work: Path, roundtrip: Roundtrip) -> None:
     names = {f"entry-{i:04}" for i in range(1500)}
     for name in names:
         _touch(work / name)
@@ -510,6 +517,7 @@ def test_listing_many_entries_while_deleting(work: Path) -> None:
     assert len(seen) == len(set(seen)), "an entry was listed twice"
     deleted = set(sorted(names)[::7])
     assert names - deleted <= set(seen), "an entry that stayed was skipped"
+    roundtrip()
 
 
 def test_daemon_pid_is_available_to_umount(shared_mount: MountProcess) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mount.conftest import Roundtrip
+
 NAMES = ["a", "b", "c", "sub/x", "sub/y", "sub/deeper/z"]
 DIRS = ["sub", "sub/deeper", "other"]
 FLAGS = [
@@ -188,11 +190,17 @@ def run_script(seed: int, steps: int, mount_dir: Path, local_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_random_operations_match_a_local_disk(seed: int, work: Path, local: Path) -> None:
+def test_random_operations_match_a_local_disk(
+    seed: int, work: Path, local: Path, roundtrip: Roundtrip
+) -> None:
     run_script(seed, 250, work, local)
+    roundtrip()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(100, 120))
-def test_long_random_operations_match_a_local_disk(seed: int, work: Path, local: Path) -> None:
+def test_long_random_operations_match_a_local_disk(
+    seed: int, work: Path, local: Path, roundtrip: Roundtrip
+) -> None:
     run_script(seed, 3000, work, local)
+    roundtrip()

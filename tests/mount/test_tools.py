@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
 import sqlite3
-import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.mount.conftest import Roundtrip
+from tests.support.mount import tree_manifest
 
 
 def run(*cmd: str | Path, cwd: Path | None = None) -> str:
@@ -20,26 +21,6 @@ def run(*cmd: str | Path, cwd: Path | None = None) -> str:
     )
     assert result.returncode == 0, f"{cmd}: {result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-def snapshot(base: Path, *, times: bool = False) -> dict[str, object]:
-    """Relative path -> (kind, content hash or target, mode[, mtime_ns])."""
-    result: dict[str, object] = {}
-    for root, dirs, files in os.walk(base):
-        for name in dirs + files:
-            path = Path(root) / name
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                entry: tuple[object, ...] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                entry = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                entry = ("file", digest, stat.S_IMODE(st.st_mode))
-                if times:
-                    entry += (st.st_mtime_ns,)
-            result[str(path.relative_to(base))] = entry
-    return result
 
 
 @pytest.fixture
@@ -62,40 +43,42 @@ def source(tmp_path: Path) -> Path:
     return src
 
 
-def test_cp_mv_rm(work: Path, source: Path, tmp_path: Path) -> None:
+def test_cp_mv_rm(work: Path, source: Path, tmp_path: Path, roundtrip: Roundtrip) -> None:
     run("cp", "-a", source, work / "copy")
-    assert snapshot(work / "copy", times=True) == snapshot(source, times=True)
+    assert tree_manifest(work / "copy") == tree_manifest(source)
     run("cp", "-r", work / "copy", tmp_path / "back")
-    assert snapshot(tmp_path / "back") == snapshot(source)
+    assert tree_manifest(tmp_path / "back", times=False) == tree_manifest(source, times=False)
     run("mv", work / "copy" / "dir1", work / "copy" / "dir0" / "moved")
     run("mv", work / "copy" / "README", work / "README.md")
     assert (work / "README.md").read_text() == "hello\n"
     assert (work / "copy" / "dir0" / "moved" / "nested" / "deep.txt").exists()
     run("mv", tmp_path / "back", work / "from-local")  # across filesystems: copy + delete
-    assert snapshot(work / "from-local") == snapshot(source)
+    assert tree_manifest(work / "from-local", times=False) == tree_manifest(source, times=False)
     run("mv", work / "from-local", tmp_path / "to-local")
-    assert snapshot(tmp_path / "to-local") == snapshot(source)
+    assert tree_manifest(tmp_path / "to-local", times=False) == tree_manifest(source, times=False)
     run("rm", "-r", work / "copy")
     assert sorted(os.listdir(work)) == ["README.md"]
+    roundtrip()
 
 
-def test_tar_both_ways(work: Path, source: Path, tmp_path: Path) -> None:
+def test_tar_both_ways(work: Path, source: Path, tmp_path: Path, roundtrip: Roundtrip) -> None:
     archive = tmp_path / "src.tar"
     run("tar", "-cf", archive, "-C", source, ".")
     run("tar", "-xf", archive, "-C", work)
     (tmp_path / "reference").mkdir()  # tar keeps whole seconds: compare with a local extract
     run("tar", "-xf", archive, "-C", tmp_path / "reference")
-    assert snapshot(work, times=True) == snapshot(tmp_path / "reference", times=True)
+    assert tree_manifest(work) == tree_manifest(tmp_path / "reference")
     again = tmp_path / "again.tar"
     run("tar", "-cf", again, "-C", work, ".")
     (tmp_path / "out").mkdir()
     run("tar", "-xf", again, "-C", tmp_path / "out")
-    assert snapshot(tmp_path / "out", times=True) == snapshot(tmp_path / "reference", times=True)
+    assert tree_manifest(tmp_path / "out") == tree_manifest(tmp_path / "reference")
+    roundtrip()
 
 
-def test_rsync_and_incremental_update(work: Path, source: Path) -> None:
+def test_rsync_and_incremental_update(work: Path, source: Path, roundtrip: Roundtrip) -> None:
     run("rsync", "-a", f"{source}/", f"{work}/")
-    assert snapshot(work, times=True) == snapshot(source, times=True)
+    assert tree_manifest(work) == tree_manifest(source)
     (source / "dir2" / "file3.bin").write_bytes(b"changed")
     (source / "new.txt").write_text("new\n")
     os.unlink(source / "dir0" / "file1.bin")
@@ -104,10 +87,11 @@ def test_rsync_and_incremental_update(work: Path, source: Path) -> None:
     assert "dir2/file3.bin" in changed
     assert "new.txt" in changed
     assert "dir0/file5.bin" not in changed  # untouched files are not copied again
-    assert snapshot(work, times=True) == snapshot(source, times=True)
+    assert tree_manifest(work) == tree_manifest(source)
+    roundtrip()
 
 
-def test_git_workflow(work: Path) -> None:
+def test_git_workflow(work: Path, roundtrip: Roundtrip) -> None:
     git = [
         "git",
         "-c",
@@ -134,10 +118,11 @@ def test_git_workflow(work: Path) -> None:
     assert run(*git, "status", "--porcelain", cwd=work) == ""
     run(*git, "gc", "-q", cwd=work)
     run(*git, "fsck", "--strict", cwd=work)
+    roundtrip()
 
 
 @pytest.mark.parametrize("journal", ["wal", "delete"])
-def test_sqlite_database_on_the_mount(work: Path, journal: str) -> None:
+def test_sqlite_database_on_the_mount(work: Path, journal: str, roundtrip: Roundtrip) -> None:
     path = work / "app.db"
     db = sqlite3.connect(path)
     assert db.execute(f"PRAGMA journal_mode={journal}").fetchone()[0] == journal
@@ -158,9 +143,10 @@ def test_sqlite_database_on_the_mount(work: Path, journal: str) -> None:
         assert db.execute("SELECT count(*) FROM t").fetchone()[0] == count
     finally:
         db.close()
+    roundtrip()
 
 
-def test_vim_edit_with_swap_file(work: Path) -> None:
+def test_vim_edit_with_swap_file(work: Path, roundtrip: Roundtrip) -> None:
     """vim keeps a swap file beside the file while editing and removes it at the end."""
     vim = shutil.which("vim")
     if vim is None:
@@ -170,9 +156,10 @@ def test_vim_edit_with_swap_file(work: Path) -> None:
     run(vim, "-E", "-s", "-u", "NONE", "-N", "-c", "normal Goline two", "-c", "wq", path)
     assert path.read_text() == "line one\nline two\n"
     assert sorted(os.listdir(work)) == ["notes.txt"]
+    roundtrip()
 
 
-def test_save_by_rename(work: Path) -> None:
+def test_save_by_rename(work: Path, roundtrip: Roundtrip) -> None:
     """What gedit, VS Code and config writers do: temp file, fsync, rename over the original,
     while a reader still holds the old version open."""
     target = work / "config.json"
@@ -189,3 +176,4 @@ def test_save_by_rename(work: Path) -> None:
     assert os.listdir(work) == ["config.json"]
     assert reader.read() == b'{"v": 0}'  # the replaced version stays readable while open
     reader.close()
+    roundtrip()

@@ -40,17 +40,18 @@ def test_quick_run_writes_medians_and_ratios(tmp_path: Path) -> None:
     (row,) = group["rows"]
     assert (row["metric"], row["unit"], row["higher_is_better"]) == ("ls -l", "s", False)
     skipped = {s["benchmark"] for s in figures["skipped"]}
-    expected_columns = [c for c in ("local", "bindfs") if f"fs target {c}" not in skipped]
+    targets = ("local", "bindfs", "mountfs")
+    expected_columns = [c for c in targets if f"fs target {c}" not in skipped]
     assert group["columns"] == expected_columns
     for column in expected_columns:
         cell = row["results"][column]
         assert len(cell["runs"]) == 2
         assert all(value > 0 for value in cell["runs"])
         assert min(cell["runs"]) <= cell["median"] <= max(cell["runs"])
-    if "bindfs" in expected_columns:
-        ratio = row["ratios"]["bindfs ÷ local"]
-        medians = row["results"]
-        assert ratio == medians["bindfs"]["median"] / medians["local"]["median"]
+    medians = row["results"]
+    for column in expected_columns[1:]:
+        ratio = row["ratios"][f"{column} ÷ local"]
+        assert ratio == medians[column]["median"] / medians["local"]["median"]
     assert "ls -l" in result.stdout  # the table was printed
 
 
