@@ -317,6 +317,7 @@ def _start(opts: MountOptions) -> _Daemon:
             purge_if_unused=vfs.inodes.maybe_purge,
             is_open_for_write=_writers(vfs),
         )
+        vfs.files.on_settled = lambda ino: engine.kick()
         options = set(pyfuse3.default_options)  # keeps default_permissions: the kernel checks
         options |= {f"fsname=mountfs:{device.account_name}", "subtype=mountfs"}
         try:

@@ -5,7 +5,7 @@ It runs two loops in the mount's nursery:
   is committed as soon as no handle has it open for writing, or once its content has not
   changed for `IDLE_COMMIT` seconds while open (a long-running writer still gets its data
   uploaded). The loop polls every `POLL_PUSH` seconds; `kick()` wakes it at once (the vfs
-  has no close or fsync hook to call it from yet, so a closed file waits for the next poll).
+  calls it through `Files.on_settled` when a writable handle is released or fsynced).
 - **pull**: follows the account's journal from the cursor and applies each entry.
   `mountfs sync` and the push channel (later) call `kick_pull()`; otherwise it polls.
 

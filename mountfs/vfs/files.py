@@ -93,6 +93,10 @@ class Files:
         self._fetcher = fetcher
         self._fsync = fsync_limiter or trio.CapacityLimiter(2)
         self._content_locks: KeyedLock[int] = KeyedLock()
+        self.on_settled: Callable[[InodeNo], None] = lambda ino: None
+        """Called after a handle is released or fsynced: the file's content may be ready
+        to upload. The composition root points it at the sync engine's `kick()`, so a
+        closed file goes up at once instead of at the engine's next poll."""
 
     # --- open and close ------------------------------------------------------------------
 
@@ -116,7 +120,8 @@ class Files:
     def release(self, fh: int) -> None:
         handle = self._handles.close_file(fh)
         self._cache.close(handle.ino)
-        self._inodes.maybe_purge(handle.ino)
+        if not self._inodes.maybe_purge(handle.ino) and handle.flags & os.O_ACCMODE:
+            self.on_settled(handle.ino)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -279,6 +284,7 @@ class Files:
         ino = self._handles.file(fh).ino
         await self._cache.fsync(ino)
         await self.sync_state()
+        self.on_settled(ino)
 
     async def sync_state(self) -> None:
         """Make every committed state change durable (fsyncdir, and the end of fsync)."""
