@@ -381,22 +381,10 @@ def _control_handler(daemon: _Daemon) -> control.Handler:
             return {"ok": True, "status": _status(daemon).to_json()}
         if command == "sync":
             seconds = float(request.get("timeout", 300))  # type: ignore[arg-type]
-            return {"ok": True, "synced": await _sync_now(daemon.engine, seconds)}
+            return {"ok": True, "synced": await daemon.engine.sync_within(seconds)}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     return handle
-
-
-async def _sync_now(engine: SyncEngine, seconds: float) -> bool:
-    with trio.move_on_after(seconds):
-        while True:
-            try:
-                if await engine.flush():
-                    return True
-            except (Offline, ApiError) as exc:
-                log.info("sync requested but the backend is unavailable: %s", exc)
-            await trio.sleep(0.25)
-    return False
 
 
 def _status(daemon: _Daemon) -> Status:

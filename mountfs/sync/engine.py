@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 POLL_PUSH = 0.25
 POLL_PULL = 2.0
 IDLE_COMMIT = 2.0
+SYNC_RETRY = 0.25
 BACKOFF = RetryPolicy(attempts=None, base=0.5, cap=15.0)
 REFUSED_RETRY = 300.0
 """A file whose commit was refused (quota, size) is tried again after this many seconds."""
@@ -223,6 +224,24 @@ class SyncEngine:
                     applied += 1
                 if not page.has_more:
                     return applied
+
+    async def sync_within(self, seconds: float) -> bool:
+        """`flush()` until it reports nothing waiting, for at most `seconds`.
+
+        What `mountfs sync` waits for, mounted or not. An unreachable backend is retried
+        every `SYNC_RETRY` seconds until the time is up; the answer is then False.
+        """
+        with trio.move_on_after(seconds):
+            while True:
+                try:
+                    if await self.flush():
+                        return True
+                except Exception as exc:
+                    if not is_temp_failure(exc):
+                        raise
+                    log.info("sync: the backend is unavailable (%s); retrying", exc)
+                await trio.sleep(SYNC_RETRY)
+        return False
 
     @property
     def uploaded_bytes(self) -> int:

@@ -20,7 +20,6 @@ from mountfs.state import nodes
 from mountfs.state.db import DB_FILE, StateDb, open_state
 from mountfs.state.lock import lock_state
 from mountfs.sync.session import Transport, build_engine, build_fetcher
-from mountfs.transport.api import ApiError, Offline
 from mountfs.transport.auth import DeviceInfo, load_device
 from mountfs.types import InodeNo
 from mountfs.vfs.fsck import repair
@@ -86,14 +85,6 @@ async def _flush(device: DeviceInfo, db: StateDb, cache: BlockCache, seconds: fl
             purge_if_unused=purge,
             is_open_for_write=lambda ino: False,
         )
-        with trio.move_on_after(seconds):
-            while True:
-                try:
-                    if await engine.flush():
-                        return True
-                except (Offline, ApiError) as exc:
-                    log.warning("sync: %s", exc)
-                await trio.sleep(0.5)
-        return False
+        return await engine.sync_within(seconds)
     finally:
         await transport.aclose()
