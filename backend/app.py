@@ -2,10 +2,16 @@
 (and closes) everything the routes use.
 
 Start-up, in the lifespan (blocking work, run in a worker thread):
-1. create the data directory; load or create the two secrets (0600 files);
-2. `alembic upgrade head` on the configured database;
-3. open the database (SQLite: WAL, see `backend.db.engine`) and the block store;
-4. publish them as one `AppState` on `app.state.mountfs`.
+1. `prepare_data`: create the data directory; load or create the two secrets (0600
+   files); `alembic upgrade head` on the configured database; lay out the embedded block
+   store and clear the upload bodies a crash left half-received;
+2. open the database (SQLite: WAL, see `backend.db.engine`) and the block store;
+3. publish them as one `AppState` on `app.state.mountfs`.
+
+Step 1 must run exactly once per start, before any request is served: with several
+worker processes (`backend.server`) the parent runs it before starting them and builds
+their apps with `create_app(settings, prepared=True)`, so that no worker migrates while
+another serves, and no worker deletes another one's upload in progress.
 
 Nothing is opened at import time and nothing is global, so tests can build several apps
 (on several data directories) in one process.
@@ -37,16 +43,22 @@ from backend.store.local import LocalBlockStore
 from backend.store.s3 import S3BlockStore, S3Location, make_client
 from backend.store.signing import UrlSigner
 
-__all__ = ["create_app", "open_state"]
+__all__ = ["create_app", "open_state", "prepare_data"]
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The backend as an ASGI app; serve it with uvicorn (see `backend.server`)."""
+def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
+    """The backend as an ASGI app; serve it with uvicorn (see `backend.server`).
+
+    `prepared=True`: `prepare_data(settings)` has already run for this start (the parent
+    of several workers did it), so the lifespan only opens.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not prepared:
+            await run_in_threadpool(prepare_data, settings)
         state = await run_in_threadpool(open_state, settings)
         app.state.mountfs = state
         try:
@@ -72,23 +84,25 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def open_state(settings: Settings) -> AppState:
-    """Steps 1–3 of the module docstring; blocking."""
+def prepare_data(settings: Settings) -> None:
+    """Step 1 of the module docstring: the once-per-start work; blocking."""
     makedirs_durably(settings.data)
-    convergence = _secret(settings.convergence_secret, settings.convergence_secret_path)
+    _secret(settings.convergence_secret, settings.convergence_secret_path)
     signing_key = _secret(settings.signing_key, settings.signing_key_path)
     upgrade(settings.db_url)
+    if settings.blockstore is None:
+        _local_store(settings, signing_key).open()
+
+
+def open_state(settings: Settings) -> AppState:
+    """Step 2 of the module docstring (after `prepare_data`); blocking."""
+    convergence = _secret(settings.convergence_secret, settings.convergence_secret_path)
+    signing_key = _secret(settings.signing_key, settings.signing_key_path)
     db = Database(make_engine(settings.db_url))
     local: LocalBlockStore | None = None
     store: BlockStore
     if settings.blockstore is None:
-        local = LocalBlockStore(
-            root=settings.blocks_dir,
-            signer=UrlSigner(signing_key),
-            ttl=settings.url_ttl,
-            max_object_bytes=settings.max_block_bytes,
-        )
-        local.open()
+        local = _local_store(settings, signing_key)
         store = local
     else:
         location = S3Location.from_url(settings.blockstore)
@@ -104,6 +118,15 @@ def open_state(settings: Settings) -> AppState:
         keys=Keyring(convergence),
         store=store,
         local_store=local,
+    )
+
+
+def _local_store(settings: Settings, signing_key: bytes) -> LocalBlockStore:
+    return LocalBlockStore(
+        root=settings.blocks_dir,
+        signer=UrlSigner(signing_key),
+        ttl=settings.url_ttl,
+        max_object_bytes=settings.max_block_bytes,
     )
 
 

@@ -11,6 +11,7 @@ in `DIR/blocks/`, and the two secrets in `DIR/convergence.secret` and `DIR/signi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -46,9 +47,16 @@ class Settings(BaseSettings):
         max_file_bytes: largest file size a commit may declare.
         default_quota_bytes: quota of new accounts; `None` is unlimited.
         no_registration: refuse `POST /accounts` (403 `registration_closed`).
+        log_level: level of the backend's own log (and uvicorn's).
+        access_log: log one line per request (uvicorn's access log, at INFO). Off by
+            default: formatting and writing that line costs a measurable share of a
+            metadata request's CPU.
         convergence_secret, signing_key: 32-byte secrets as 64 hex digits; when absent they
             are read from (or generated into) `*_file`, default inside `data`.
         max_json_bytes, max_block_bytes: request body limits (413 `body_too_large`).
+        workers: server processes sharing the listening socket; default (None): one on
+            SQLite, one per usable CPU on another database (`worker_count`, and
+            `backend.server` for why).
     """
 
     model_config = SettingsConfigDict(env_prefix="MOUNTFS_", frozen=True, extra="forbid")
@@ -64,6 +72,8 @@ class Settings(BaseSettings):
     default_quota_bytes: int | None = Field(default=None, ge=0)
     no_registration: bool = False
     log_level: LogLevel = "info"
+    access_log: bool = False
+    workers: int | None = Field(default=None, ge=1, le=256)
     convergence_secret: SecretStr | None = None
     convergence_secret_file: Path | None = None
     signing_key: SecretStr | None = None
@@ -85,6 +95,17 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The database URL in use (the embedded SQLite file unless `db` is set)."""
         return self.db or f"sqlite:///{self.data / 'meta.sqlite3'}"
+
+    @property
+    def worker_count(self) -> int:
+        """The number of server processes to run: `workers` if given; else one on SQLite,
+        where a second process slows writes down more than it speeds reads up (measured,
+        see `backend.server`); else one per CPU this process may run on."""
+        if self.workers is not None:
+            return self.workers
+        if self.db_url.startswith("sqlite"):
+            return 1
+        return len(os.sched_getaffinity(0)) or 1
 
     @property
     def blocks_dir(self) -> Path:

@@ -11,6 +11,10 @@ can forget a check:
 
 The services re-check ownership inside their own transactions; these loaders make the
 route-level answer uniform and early.
+
+The accessors of the app's state are `async def` on purpose: FastAPI runs every sync
+dependency in a worker thread, and a thread hop costs far more than returning an attribute.
+Only the dependencies that touch the database (`CurrentDevice`, the loaders) are sync.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class AppState:
     local_store: LocalBlockStore | None
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state = getattr(request.app.state, "mountfs", None)
     if not isinstance(state, AppState):
         raise RuntimeError("the app's lifespan has not run")  # a wiring bug, not input
@@ -71,26 +75,26 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def get_db(state: State) -> Database:
+async def get_db(state: State) -> Database:
     return state.db
 
 
-def get_settings(state: State) -> Settings:
+async def get_settings(state: State) -> Settings:
     return state.settings
 
 
-def get_keys(state: State) -> Keyring:
+async def get_keys(state: State) -> Keyring:
     return state.keys
 
 
-def get_store(state: State, request: Request) -> BlockStore:
+async def get_store(state: State, request: Request) -> BlockStore:
     """The block store, with the embedded one bound to the URL clients reach us on."""
     if state.local_store is None:
         return state.store
     return state.local_store.bind(state.settings.public_url or str(request.base_url))
 
 
-def get_local_store(state: State) -> LocalBlockStore | None:
+async def get_local_store(state: State) -> LocalBlockStore | None:
     return state.local_store
 
 

@@ -16,8 +16,13 @@ SQLite (one process, the embedded default):
 - Write transactions start with `BEGIN IMMEDIATE`, taking the write lock up front: two
   deferred transactions that both read and then try to write would deadlock on the lock
   upgrade (one gets SQLITE_BUSY at once, whatever the timeout). Reads use plain `BEGIN`.
-  Within the process, writers also queue on a `threading.Lock`, which is fair and avoids
-  SQLite's sleep-and-retry busy handler entirely.
+- Writers queue before that, so that SQLite's busy handler (sleep and retry, sleeps of up
+  to 100 ms) is almost never what makes them wait: within the process on a
+  `threading.Lock`, and between the server's worker processes on an exclusive `flock` of
+  `<database>.writer` beside the file (blocking, woken at once when released; the kernel
+  drops it when a process dies, even by SIGKILL). `BEGIN IMMEDIATE` stays the guarantee;
+  the queue only saves the sleeps. The `busy_timeout` remains the backstop for anyone who
+  does not take the flock (the sqlite3 shell, migrations).
 - The pysqlite driver's own implicit transaction handling is switched off
   (`isolation_level=None`) so that our BEGIN is the one that counts.
 
@@ -28,6 +33,8 @@ left by the previous change, and journal seqs commit in order.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -83,13 +90,37 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class _WriterFlock:
+    """The cross-process queue of SQLite writers: `flock(LOCK_EX)` on one file.
+
+    The lock belongs to this open file description, so every thread of a process would
+    share it; `Database` takes its thread lock first, so at most one thread here waits.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class Database:
     """Transactions over one engine; see the module docstring for the guarantees."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._thread_lock = threading.Lock() if self.is_sqlite else None
+        self._flock: _WriterFlock | None = None
+        path = engine.url.database
+        if self.is_sqlite and path and path != ":memory:" and not path.startswith("file:"):
+            self._flock = _WriterFlock(f"{path}.writer")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -100,14 +131,17 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: commits at the end of the block, rolls back on exception."""
-        lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
-        with lock, self.engine.connect() as conn:
+        thread_lock: AbstractContextManager[Any] = self._thread_lock or nullcontext()
+        flock: AbstractContextManager[Any] = self._flock or nullcontext()
+        with thread_lock, flock, self.engine.connect() as conn:
             conn.execution_options(**{_WRITE_OPTION: True})
             with conn.begin():
                 yield conn
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._flock is not None:
+            self._flock.close()
 
 
 def upsert_ignore(

@@ -14,7 +14,7 @@ import time
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import Connection, exc, insert, select, update
+from sqlalchemy import Connection, bindparam, exc, insert, select, update
 
 from backend.db.engine import Database
 from backend.db.tables import account, device, namespace, node
@@ -47,6 +47,19 @@ __all__ = [
 
 ROOT_MODE = 0o755
 SEEN_INTERVAL = timedelta(minutes=1)
+
+_DEVICE_BY_TOKEN = (
+    select(
+        device.c.id,
+        device.c.last_seen_at,
+        account.c.id.label("account_id"),
+        account.c.namespace_id,
+        account.c.root_id,
+    )
+    .join(account, account.c.id == device.c.account_id)
+    .where(device.c.token_hash == bindparam("b_digest"), device.c.revoked_at.is_(None))
+)
+"""Every authenticated request runs it: built once (see backend.services.tree)."""
 
 
 def create_account(db: Database, name: str, password: str, quota_bytes: int | None) -> Account:
@@ -125,17 +138,7 @@ def login(db: Database, name: str, password: str, label: str) -> NewLogin:
 def authenticate(db: Database, token: str) -> Principal:
     """The live device holding `token`; Unauthorized if unknown or revoked."""
     with db.read() as conn:
-        row = conn.execute(
-            select(
-                device.c.id,
-                device.c.last_seen_at,
-                account.c.id.label("account_id"),
-                account.c.namespace_id,
-                account.c.root_id,
-            )
-            .join(account, account.c.id == device.c.account_id)
-            .where(device.c.token_hash == token_digest(token), device.c.revoked_at.is_(None))
-        ).first()
+        row = conn.execute(_DEVICE_BY_TOKEN, {"b_digest": token_digest(token)}).first()
     if row is None:
         raise Unauthorized("unknown or revoked token")
     now = utcnow()

@@ -16,7 +16,7 @@ their manifests), oldest first.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from backend.db.tables import journal, namespace, revision
 from backend.services.clock import as_utc, utcnow
@@ -38,24 +38,33 @@ __all__ = ["MAX_PAGE", "lock_namespace", "next_seq", "read_feed", "record"]
 
 MAX_PAGE = 1000
 
+# Built once (see backend.services.tree): these run in every change's transaction.
+_LOCK = select(namespace.c.id).where(namespace.c.id == bindparam("b_namespace")).with_for_update()
+_NEXT_SEQ = (
+    update(namespace)
+    .where(namespace.c.id == bindparam("b_namespace"))
+    .values(last_seq=namespace.c.last_seq + 1)
+    .returning(namespace.c.last_seq)
+)
+_INSERT_ENTRY = insert(journal)
+_FEED_PAGE = (
+    select(journal)
+    .where(journal.c.namespace_id == bindparam("b_namespace"), journal.c.seq > bindparam("b_after"))
+    .order_by(journal.c.seq)
+    .limit(bindparam("b_limit"))
+)
+
 
 def lock_namespace(conn: Connection, namespace_id: NamespaceId) -> None:
     """Take the namespace's change lock for the rest of the transaction."""
-    found = conn.execute(
-        select(namespace.c.id).where(namespace.c.id == namespace_id).with_for_update()
-    ).first()
+    found = conn.execute(_LOCK, {"b_namespace": namespace_id}).first()
     if found is None:
         raise NotFound("no such namespace")
 
 
 def next_seq(conn: Connection, namespace_id: NamespaceId) -> int:
     """Allocate the next journal seq of the (locked) namespace."""
-    seq = conn.execute(
-        update(namespace)
-        .where(namespace.c.id == namespace_id)
-        .values(last_seq=namespace.c.last_seq + 1)
-        .returning(namespace.c.last_seq)
-    ).scalar_one()
+    seq = conn.execute(_NEXT_SEQ, {"b_namespace": namespace_id}).scalar_one()
     return int(seq)
 
 
@@ -69,16 +78,17 @@ def record(
 ) -> None:
     """Append the entry for `seq` (allocated by `next_seq` in this transaction)."""
     conn.execute(
-        insert(journal).values(
-            namespace_id=node.namespace_id,
-            seq=seq,
-            op=op.value,
-            node_id=node.id,
-            node=node_to_json(node),
-            revision_id=revision_id,
-            device_id=device_id,
-            at=utcnow(),
-        )
+        _INSERT_ENTRY,
+        {
+            "namespace_id": node.namespace_id,
+            "seq": seq,
+            "op": op.value,
+            "node_id": node.id,
+            "node": node_to_json(node),
+            "revision_id": revision_id,
+            "device_id": device_id,
+            "at": utcnow(),
+        },
     )
 
 
@@ -92,12 +102,8 @@ def read_feed(
     if namespace_id != who.namespace_id:
         raise NotFound("no such namespace")
     limit = max(1, min(limit, MAX_PAGE))
-    rows = conn.execute(
-        select(journal)
-        .where(journal.c.namespace_id == namespace_id, journal.c.seq > after)
-        .order_by(journal.c.seq)
-        .limit(limit + 1)
-    ).all()
+    params = {"b_namespace": namespace_id, "b_after": after, "b_limit": limit + 1}
+    rows = conn.execute(_FEED_PAGE, params).all()
     has_more = len(rows) > limit
     rows = rows[:limit]
     revisions = _revisions(conn, [r.revision_id for r in rows if r.revision_id is not None])

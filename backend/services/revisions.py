@@ -2,12 +2,16 @@
 
 A commit runs in two steps (`docs/backend.md`, "Commits"):
 
-1. `confirm_uploads` — outside any transaction, because it may talk to the block store over
-   the network: every object of the manifest that this account does not own yet is offered
-   to `store.finish_upload`; each one the store confirms becomes owned by the account
-   (`chunks.record_uploads`, its own short transaction). Ownership recorded here survives
-   even if step 2 then refuses the commit, so a client that resolves a conflict and commits
-   the same chunks again (e.g. as a conflicted copy) does not upload them twice.
+1. `confirm_uploads` — its own write transaction, before the commit's: every object of the
+   manifest that this account does not own yet is offered to `store.finish_upload`, which
+   consumes the store's evidence of the upload; each one the store confirms becomes owned
+   by the account (`chunks.record_uploads`) in that same transaction, with the account
+   locked, so two commits naming the same new object cannot both miss it (one consumes the
+   evidence, the other finds the ownership). Only a commit naming objects the account does
+   not own yet opens it; on SQLite it holds the write lock while the store answers (a local
+   unlink, or S3 round trips). Ownership recorded here survives even if step 2 then
+   refuses the commit, so a client that resolves a conflict and commits the same chunks
+   again (e.g. as a conflicted copy) does not upload them twice.
 2. `commit` — one write transaction: lock the namespace, check `base_revision` against the
    head, require every object to be owned *now* (else `MissingChunks`, invariant 6), check
    quota, then insert the revision and its `revision_chunk` rows, bump refcounts, move the
@@ -78,14 +82,25 @@ def confirm_uploads(
         unowned = chunks.unowned(conn, who.account_id, [r.object for r in new.chunks])
     if not unowned:
         return
-    confirmed = []
-    for ref in _first_ref_per_object(new.chunks, unowned):
-        stored_size = store.finish_upload(ref.object, who.account_id)
-        if stored_size is not None:
-            confirmed.append((ref, stored_size))
-    if confirmed:
-        with db.write() as conn:
+    with db.write() as conn:
+        # The store's evidence of an upload is consumed by `finish_upload`, so consuming it
+        # and recording the ownership must be one step per account: otherwise a concurrent
+        # commit naming the same object finds the evidence gone but the ownership not yet
+        # committed, and is refused `missing_chunks` for an object that was uploaded.
+        _lock_account(conn, who)
+        confirmed = []
+        for ref in _first_ref_per_object(new.chunks, chunks.unowned(conn, who.account_id, unowned)):
+            stored_size = store.finish_upload(ref.object, who.account_id)
+            if stored_size is not None:
+                confirmed.append((ref, stored_size))
+        if confirmed:
             chunks.record_uploads(conn, who.account_id, confirmed)
+
+
+def _lock_account(conn: Connection, who: Principal) -> None:
+    """Serialise this account's upload confirmations (PostgreSQL: a row lock; SQLite's
+    write transactions are serialised already)."""
+    conn.execute(select(account.c.id).where(account.c.id == who.account_id).with_for_update())
 
 
 def commit(

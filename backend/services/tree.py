@@ -8,6 +8,10 @@ change and its journal entry commit together or not at all. Any refusal raises a
 
 Every lookup is scoped to the caller's namespace: a node of another account is simply
 "not found", which is how the API avoids revealing that it exists.
+
+The statements run on every request are built once, at import, with `bindparam`s, and
+executed with parameter dicts: building a SQLAlchemy statement and computing its cache key
+cost more CPU than SQLite spends running it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import binascii
 import uuid
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, false, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, false, insert, literal, select, update
 
 from backend.db.tables import account, node, revision
 from backend.services import journal
@@ -64,6 +68,34 @@ __all__ = [
 
 MAX_PAGE_SIZE = 1000
 
+_NODE_IN_NAMESPACE = select(node).where(
+    node.c.id == bindparam("b_id"), node.c.namespace_id == bindparam("b_namespace")
+)
+_NODE_ANYWHERE = select(node).where(node.c.id == bindparam("b_id"))
+_LIVE_CHILD = select(node).where(
+    node.c.parent_id == bindparam("b_parent"),
+    node.c.name == bindparam("b_name"),
+    node.c.deleted == false(),
+)
+_LIVE_CHILDREN = select(node).where(
+    node.c.parent_id == bindparam("b_parent"), node.c.deleted == false()
+)
+_CHILDREN_PAGE = _LIVE_CHILDREN.order_by(node.c.name).limit(bindparam("b_limit"))
+_CHILDREN_PAGE_AFTER = (
+    _LIVE_CHILDREN.where(node.c.name > bindparam("b_after"))
+    .order_by(node.c.name)
+    .limit(bindparam("b_limit"))
+)
+_HAS_LIVE_CHILDREN = (
+    select(literal(1))
+    .where(node.c.parent_id == bindparam("b_parent"), node.c.deleted == false())
+    .limit(1)
+)
+_INSERT_NODE = insert(node)
+_WRITE_NODE = update(node).where(
+    node.c.id == bindparam("b_id"), node.c.version == bindparam("b_version")
+)
+
 
 @dataclass(frozen=True, slots=True)
 class NewNode:
@@ -95,9 +127,7 @@ class NodeChange:
 
 def get_node(conn: Connection, namespace_id: NamespaceId, node_id: NodeId) -> Node:
     """The node `node_id` of this namespace (deleted ones included); NotFound otherwise."""
-    row = conn.execute(
-        select(node).where(node.c.id == node_id, node.c.namespace_id == namespace_id)
-    ).first()
+    row = conn.execute(_NODE_IN_NAMESPACE, {"b_id": node_id, "b_namespace": namespace_id}).first()
     if row is None:
         raise NotFound("no such node")
     return node_from_row(row)
@@ -115,10 +145,11 @@ def list_children(
     if parent.kind is not NodeKind.DIR:
         raise NotADirectory("not a directory", current=parent)
     page_size = max(1, min(page_size, MAX_PAGE_SIZE))
-    query = select(node).where(node.c.parent_id == node_id, node.c.deleted == false())
+    params: dict[str, object] = {"b_parent": node_id, "b_limit": page_size + 1}
+    query = _CHILDREN_PAGE
     if cursor is not None:
-        query = query.where(node.c.name > _decode_cursor(cursor))
-    rows = conn.execute(query.order_by(node.c.name).limit(page_size + 1)).all()
+        query, params["b_after"] = _CHILDREN_PAGE_AFTER, _decode_cursor(cursor)
+    rows = conn.execute(query, params).all()
     items = tuple(node_from_row(r) for r in rows[:page_size])
     next_cursor = _encode_cursor(items[-1].name) if len(rows) > page_size else None
     return Page(items=items, next_cursor=next_cursor)
@@ -139,17 +170,12 @@ def _decode_cursor(cursor: str) -> str:
 
 
 def _live_child(conn: Connection, parent_id: NodeId, name: str) -> Node | None:
-    row = conn.execute(
-        select(node).where(
-            node.c.parent_id == parent_id, node.c.name == name, node.c.deleted == false()
-        )
-    ).first()
+    row = conn.execute(_LIVE_CHILD, {"b_parent": parent_id, "b_name": name}).first()
     return node_from_row(row) if row is not None else None
 
 
 def _has_live_children(conn: Connection, node_id: NodeId) -> bool:
-    query = select(literal(1)).where(node.c.parent_id == node_id, node.c.deleted == false())
-    return conn.execute(query.limit(1)).first() is not None
+    return conn.execute(_HAS_LIVE_CHILDREN, {"b_parent": node_id}).first() is not None
 
 
 def _is_within(conn: Connection, candidate: NodeId, ancestor: NodeId) -> bool:
@@ -179,7 +205,7 @@ def create_node(conn: Connection, who: Principal, new: NewNode) -> Outcome:
     check_mode(new.mode)
     check_target(new.kind, new.target)
     journal.lock_namespace(conn, who.namespace_id)
-    existing = conn.execute(select(node).where(node.c.id == new.id)).first()
+    existing = conn.execute(_NODE_ANYWHERE, {"b_id": new.id}).first()
     if existing is not None:
         found = node_from_row(existing)
         same = (found.namespace_id, found.parent_id, found.name, found.kind) == (
@@ -210,20 +236,21 @@ def create_node(conn: Connection, who: Principal, new: NewNode) -> Outcome:
         deleted=False,
     )
     conn.execute(
-        insert(node).values(
-            id=created.id,
-            namespace_id=created.namespace_id,
-            parent_id=created.parent_id,
-            name=created.name,
-            kind=created.kind.value,
-            mode=created.mode,
-            mtime_ns=created.mtime_ns,
-            size=0,
-            version=1,
-            target=created.target,
-            deleted=False,
-            created_at=utcnow(),
-        )
+        _INSERT_NODE,
+        {
+            "id": created.id,
+            "namespace_id": created.namespace_id,
+            "parent_id": created.parent_id,
+            "name": created.name,
+            "kind": created.kind.value,
+            "mode": created.mode,
+            "mtime_ns": created.mtime_ns,
+            "size": 0,
+            "version": 1,
+            "target": created.target,
+            "deleted": False,
+            "created_at": utcnow(),
+        },
     )
     seq = journal.next_seq(conn, who.namespace_id)
     journal.record(conn, seq, JournalOp.CREATE, created, who.device_id)
@@ -365,18 +392,19 @@ def write_node(conn: Connection, before: Node, after: Node) -> None:
 
     The one writer of existing node rows (tree changes and commits both use it)."""
     result = conn.execute(
-        update(node)
-        .where(node.c.id == before.id, node.c.version == before.version)
-        .values(
-            parent_id=after.parent_id,
-            name=after.name,
-            mode=after.mode,
-            mtime_ns=after.mtime_ns,
-            size=after.size,
-            version=after.version,
-            head_revision=after.head_revision,
-            deleted=after.deleted,
-        )
+        _WRITE_NODE,
+        {
+            "b_id": before.id,
+            "b_version": before.version,
+            "parent_id": after.parent_id,
+            "name": after.name,
+            "mode": after.mode,
+            "mtime_ns": after.mtime_ns,
+            "size": after.size,
+            "version": after.version,
+            "head_revision": after.head_revision,
+            "deleted": after.deleted,
+        },
     )
     if result.rowcount != 1:  # cannot happen under the namespace lock; never write blindly
         raise Conflict("the node changed concurrently", current=before)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
+from backend.api.answers import answer
 from backend.api.deps import CurrentDevice, CurrentSettings, Db
 from backend.api.errors import responses
 from backend.api.schemas import (
@@ -51,17 +52,18 @@ def login(body: LoginIn, db: Db) -> LoginOut:
     return LoginOut(account_id=made.account_id, device_id=made.device_id, token=made.token)
 
 
-@router.get("/me")
-def me(who: CurrentDevice, db: Db, settings: CurrentSettings) -> MeOut:
+@router.get("/me", response_model=MeOut)
+def me(who: CurrentDevice, db: Db, settings: CurrentSettings) -> Response:
     with db.read() as conn:
-        return MeOut.of(accounts.me(conn, who), settings.max_file_bytes)
+        found = accounts.me(conn, who)
+    return answer(MeOut.of(found, settings.max_file_bytes))
 
 
-@router.get("/devices")
-def devices(who: CurrentDevice, db: Db) -> DevicesOut:
+@router.get("/devices", response_model=DevicesOut)
+def devices(who: CurrentDevice, db: Db) -> Response:
     with db.read() as conn:
         listed = accounts.list_devices(conn, who)
-    return DevicesOut(devices=[DeviceOut.of(d, d.id == who.device_id) for d in listed])
+    return answer(DevicesOut(devices=[DeviceOut.of(d, d.id == who.device_id) for d in listed]))
 
 
 @router.delete(

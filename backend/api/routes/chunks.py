@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
+from backend.api.answers import answer
 from backend.api.deps import CurrentDevice, Db, Keys, Store
 from backend.api.errors import responses
 from backend.api.schemas import (
@@ -23,28 +24,27 @@ __all__ = ["router"]
 router = APIRouter(prefix="/chunks", tags=["chunks"], responses=responses(400, 401, 413))
 
 
-@router.post("/prepare")
-def prepare(body: PrepareIn, who: CurrentDevice, db: Db, keys: Keys) -> PrepareOut:
+@router.post("/prepare", response_model=PrepareOut)
+def prepare(body: PrepareIn, who: CurrentDevice, db: Db, keys: Keys) -> Response:
     """Keys for plaintext hashes, and which chunks this account can skip uploading."""
     with db.read() as conn:
         prepared = chunks.prepare(conn, who, [PlainHash(h) for h in body.hashes])
-    return PrepareOut(chunks=[PreparedOut.of(p, keys) for p in prepared])
+    return answer(PrepareOut(chunks=[PreparedOut.of(p, keys) for p in prepared]))
 
 
-@router.post("/upload-urls")
-def upload_urls(body: UploadUrlsIn, who: CurrentDevice, store: Store) -> UrlsOut:
+@router.post("/upload-urls", response_model=UrlsOut)
+def upload_urls(body: UploadUrlsIn, who: CurrentDevice, store: Store) -> Response:
     """A presigned PUT per object (always, whether or not the store has it)."""
-    return UrlsOut(
-        urls=[
-            UrlOut.of(o.object, store.presign_put(o.object, who.account_id, o.size))
-            for o in body.objects
-        ]
-    )
+    urls = [
+        UrlOut.of(o.object, store.presign_put(o.object, who.account_id, o.size))
+        for o in body.objects
+    ]
+    return answer(UrlsOut(urls=urls))
 
 
-@router.post("/read-urls", responses=responses(404))
-def read_urls(body: ReadUrlsIn, who: CurrentDevice, db: Db, store: Store) -> UrlsOut:
+@router.post("/read-urls", response_model=UrlsOut, responses=responses(404))
+def read_urls(body: ReadUrlsIn, who: CurrentDevice, db: Db, store: Store) -> Response:
     """A presigned GET per object; 404 for the whole request if any is not readable."""
     with db.read() as conn:
         chunks.check_readable(conn, who, [ObjectName(o) for o in body.objects])
-    return UrlsOut(urls=[UrlOut.of(o, store.presign_get(o)) for o in body.objects])
+    return answer(UrlsOut(urls=[UrlOut.of(o, store.presign_get(o)) for o in body.objects]))

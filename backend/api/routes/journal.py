@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
+from backend.api.answers import answer
 from backend.api.deps import CurrentDevice, Db, Keys
 from backend.api.errors import responses
 from backend.api.schemas import INT64, EntryOut, JournalOut
@@ -18,7 +19,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/journal", tags=["journal"], responses=responses(400, 401))
 
 
-@router.get("/{namespace_id}", responses=responses(404))
+@router.get("/{namespace_id}", response_model=JournalOut, responses=responses(404))
 def read_journal(
     namespace_id: Annotated[uuid.UUID, Path()],
     who: CurrentDevice,
@@ -26,12 +27,9 @@ def read_journal(
     keys: Keys,
     after: Annotated[int, Query(ge=0, le=INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=journal.MAX_PAGE)] = journal.MAX_PAGE,
-) -> JournalOut:
+) -> Response:
     """Entries with seq > `after`, oldest first; `cursor` is the last seq returned."""
     with db.read() as conn:
         page = journal.read_feed(conn, who, NamespaceId(str(namespace_id)), after, limit)
-    return JournalOut(
-        entries=[EntryOut.of(e, keys) for e in page.entries],
-        cursor=page.cursor,
-        has_more=page.has_more,
-    )
+    entries = [EntryOut.of(e, keys) for e in page.entries]
+    return answer(JournalOut(entries=entries, cursor=page.cursor, has_more=page.has_more))
