@@ -14,11 +14,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from backend.api.deps import LocalStore
 from backend.api.errors import responses
 from backend.api.schemas import INT64, BlockOut
-from backend.services.errors import NotFound
+from backend.services.errors import BadRequest, NotFound
 from backend.store.base import BadSignature
 from backend.store.local import LocalBlockStore
 
@@ -67,11 +68,16 @@ async def put_block(
     upload = await run_in_threadpool(store.begin_upload, object, acct)
     try:
         pending = bytearray()
-        async for piece in request.stream():
-            pending += piece
-            if len(pending) >= _WRITE_PIECE:
-                await run_in_threadpool(upload.write, bytes(pending))
-                pending.clear()
+        try:
+            async for piece in request.stream():
+                pending += piece
+                if len(pending) >= _WRITE_PIECE:
+                    await run_in_threadpool(upload.write, bytes(pending))
+                    pending.clear()
+        except ClientDisconnect:
+            # The uploader went away mid-body (a killed client, a dropped link): nothing
+            # is stored, and nobody is left to answer. Not a server error.
+            raise BadRequest("the upload was cut off before its end") from None
         await run_in_threadpool(upload.write, bytes(pending))
         size = await run_in_threadpool(upload.complete)
     finally:
