@@ -141,7 +141,7 @@ class RemoteApplier:
 
     def _free_name(
         self, conn: sqlite3.Connection, parent_ino: InodeNo, name: str, pending: _Pending
-    ) -> bool:
+    ) -> None:
         """Make `name` free in `parent_ino` for a remote node by renaming its local holder.
 
         The holder is either a node never pushed (two devices created the same name) or one
@@ -150,13 +150,12 @@ class RemoteApplier:
         """
         holder = nodes.by_name(conn, parent_ino, name)
         if holder is None:
-            return True
+            return
         new_name = self._unused_name(conn, parent_ino, name)
         nodes.set_fields(conn, holder.ino, {"name": new_name})
         outbox.append_update(conn, holder.node_id, {"name": new_name})
         pending.entries += [(parent_ino, name), (parent_ino, new_name)]
         log.info("name clash on %r: local node renamed to %r", name, new_name)
-        return True
 
     def _unused_name(self, conn: sqlite3.Connection, parent_ino: InodeNo, name: str) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime())
@@ -168,9 +167,8 @@ class RemoteApplier:
 
     def _create(
         self, conn: sqlite3.Connection, remote: RemoteNode, parent_ino: InodeNo, pending: _Pending
-    ) -> nodes.Node | None:
-        if not self._free_name(conn, parent_ino, remote.name, pending):
-            return None
+    ) -> nodes.Node:
+        self._free_name(conn, parent_ino, remote.name, pending)
         uid, gid = self._owner
         node = nodes.insert(
             conn,
@@ -202,8 +200,7 @@ class RemoteApplier:
         fields: dict[str, object] = {"remote_version": remote.version}
         moved = local.parent_ino != parent_ino or local.name != remote.name
         if moved and local.parent_ino is not None and local.name is not None:
-            if not self._free_name(conn, parent_ino, remote.name, pending):
-                return
+            self._free_name(conn, parent_ino, remote.name, pending)
             pending.entries += [(local.parent_ino, local.name), (parent_ino, remote.name)]
             fields.update(parent_ino=parent_ino, name=remote.name)
         if local.mode != remote.mode:
