@@ -340,3 +340,32 @@ def test_concurrent_registrations_of_one_name(api: ApiClient) -> None:
             assert r.json()["error"] == "name_exists"
     with ApiClient.login(api.base_url, name, PASSWORD, "winner") as winner:
         assert winner.me()["name"] == name
+
+
+def test_concurrent_first_commits_of_one_new_chunk_all_succeed(
+    devices: list[ApiClient],
+) -> None:
+    """Two devices upload the same new chunk and commit different files naming it at once.
+
+    Each commit confirms the upload evidence and records ownership; done in two steps,
+    the first commit consumed the evidence and the second saw neither evidence nor
+    ownership (409 missing_chunks). Every commit must succeed.
+    """
+    api = devices[0]
+    shared = [Chunk(b"one chunk that every file names " + new_id().encode())]
+    count = len(devices) * THREADS_PER_DEVICE
+    files = [api.mkfile(api.root_id, unique_name("same-chunk")) for _ in range(count)]
+    for device in devices:
+        device.upload(shared)
+    responses = race(
+        devices,
+        lambda c, i: c.request(
+            "POST", f"nodes/{files[i]['id']}/revisions", json=c.commit_body(shared, None)
+        ),
+    )
+    assert [r.status_code for r in responses] == [201] * count, [
+        (r.status_code, r.text[:200]) for r in responses
+    ]
+    ((prepared,),) = [api.prepare([shared[0].hash])]
+    assert prepared["readable"] is True
+    assert prepared["object"] == shared[0].object
