@@ -269,7 +269,7 @@ def umount(mountpoint: Path, timeout: float) -> None:
 def status(state_dir: Path | None, as_json: bool) -> None:
     """Online or offline, what waits to upload, cache use, last sync."""
     from mountfs import control
-    from mountfs.cache.block_cache import CacheLimits
+    from mountfs.cache.block_cache import CACHE_DIR, CacheLimits
     from mountfs.status import Status, offline_status
 
     state = _state(state_dir)
@@ -278,7 +278,7 @@ def status(state_dir: Path | None, as_json: bool) -> None:
         answer = control.request(state, {"cmd": "status"}, timeout=10)
         report = Status(**answer["status"])
     except control.NoDaemon:
-        limit_root = state / "cache" if (state / "cache").is_dir() else state
+        limit_root = state / CACHE_DIR if (state / CACHE_DIR).is_dir() else state
         report = offline_status(state, CacheLimits.for_disk(limit_root, None).cache_size)
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -41,7 +41,7 @@ import pyfuse3
 import trio
 
 from mountfs import control
-from mountfs.cache.block_cache import BlockCache, CacheLimits
+from mountfs.cache.block_cache import CACHE_DIR, BlockCache, CacheLimits
 from mountfs.fuse.ops import CONTROL_PID_XATTR, Operations
 from mountfs.state.db import DB_FILE, SchemaError, StateDb, open_state
 from mountfs.state.lock import PID_FILE, StateBusy, lock_state
@@ -59,7 +59,6 @@ __all__ = ["CACHE_DIR", "LOG_FILE", "PID_FILE", "MountOptions", "mount", "umount
 log = logging.getLogger(__name__)
 
 LOG_FILE = "mountfs.log"
-CACHE_DIR = "cache"
 FINAL_FLUSH_S = 20.0
 """At unmount, how long the daemon keeps pushing before it leaves the rest for next time."""
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mountfs.cache.block_cache import CACHE_DIR
 from mountfs.state.db import DB_FILE
 
 
@@ -66,7 +67,7 @@ def offline_status(state_dir: Path, cache_limit: int) -> Status:
         finally:
             conn.close()
     cache_bytes = 0
-    cache_dir = state_dir / "cache"
+    cache_dir = state_dir / CACHE_DIR
     if cache_dir.is_dir():
         for entry in os.scandir(cache_dir):
             if entry.is_file(follow_symlinks=False):

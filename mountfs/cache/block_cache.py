@@ -47,6 +47,9 @@ __all__ = ["INLINE_IO_MAX", "BlockCache", "CacheLimits", "CacheStats"]
 
 log = logging.getLogger(__name__)
 
+CACHE_DIR = "cache"
+"""The cache's directory inside a device's state directory (`STATE/cache/<ino>`)."""
+
 INLINE_IO_MAX = 256 * 1024
 """Reads/writes up to this size run on the trio thread; bigger ones in a worker thread."""
 

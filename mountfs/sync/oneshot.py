@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from mountfs.cache.block_cache import BlockCache, CacheLimits
+from mountfs.cache.block_cache import CACHE_DIR, BlockCache, CacheLimits
 from mountfs.state import nodes
 from mountfs.state.db import DB_FILE, StateDb, open_state
 from mountfs.state.lock import lock_state
@@ -25,8 +25,6 @@ from mountfs.types import InodeNo
 from mountfs.vfs.fsck import repair
 
 log = logging.getLogger(__name__)
-
-CACHE_DIR = "cache"
 
 
 class _NoKernel:

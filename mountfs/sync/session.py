@@ -27,9 +27,9 @@ from mountfs.sync.engine import SyncEngine
 from mountfs.sync.fetch import Fetcher
 from mountfs.sync.push import Pusher
 from mountfs.sync.upload import Uploader
-from mountfs.transport.api import DEFAULT_TIMEOUT, ApiClient
-from mountfs.transport.auth import BearerAuth, DeviceInfo
-from mountfs.transport.blocks import BLOCK_TIMEOUT, BlockClient
+from mountfs.transport.api import ApiClient, api_http
+from mountfs.transport.auth import DeviceInfo
+from mountfs.transport.blocks import BlockClient, blocks_http
 from mountfs.types import InodeNo, NodeId
 
 BLOCK_CONNECTIONS = 8
@@ -47,18 +47,14 @@ class Transport:
 
     @classmethod
     def open(cls, device: DeviceInfo) -> Transport:
-        api_http = httpx.AsyncClient(
-            base_url=device.server, auth=BearerAuth(device.token), timeout=DEFAULT_TIMEOUT
-        )
-        block_http = httpx.AsyncClient(
-            timeout=BLOCK_TIMEOUT, limits=httpx.Limits(max_connections=BLOCK_CONNECTIONS)
-        )
+        api_client = api_http(device.server, device.token)
+        block_client = blocks_http(BLOCK_CONNECTIONS)
         return cls(
             device,
-            ApiClient(api_http),
-            BlockClient(block_http),
+            ApiClient(api_client),
+            BlockClient(block_client),
             ChunkPipeline(),
-            (api_http, block_http),
+            (api_client, block_client),
         )
 
     async def aclose(self) -> None:

@@ -334,14 +334,18 @@ def _presigned(body: dict[str, Any]) -> Presigned:
     )
 
 
-@asynccontextmanager
-async def open_api(server: str, token: str | None = None) -> AsyncIterator[ApiClient]:
-    """An `ApiClient` for `server`, authenticated with `token` when given.
+def api_http(server: str, token: str | None = None) -> httpx.AsyncClient:
+    """The HTTP client for the backend's API, authenticated with `token` when given.
 
-    TLS verification follows httpx's defaults, which honour `SSL_CERT_FILE`.
+    TLS verification follows httpx's defaults, which honour `SSL_CERT_FILE`. The caller
+    closes it (`aclose()`, or `async with`).
     """
     auth = BearerAuth(token) if token else None
-    async with httpx.AsyncClient(
-        base_url=server.rstrip("/"), auth=auth, timeout=DEFAULT_TIMEOUT
-    ) as http:
+    return httpx.AsyncClient(base_url=server.rstrip("/"), auth=auth, timeout=DEFAULT_TIMEOUT)
+
+
+@asynccontextmanager
+async def open_api(server: str, token: str | None = None) -> AsyncIterator[ApiClient]:
+    """An `ApiClient` for `server` for the length of the block (see `api_http`)."""
+    async with api_http(server, token) as http:
         yield ApiClient(http)

@@ -56,11 +56,16 @@ class BlockClient:
         return data
 
 
+def blocks_http(max_connections: int = 8) -> httpx.AsyncClient:
+    """The HTTP client for presigned block URLs: its own pool, no auth header, ever."""
+    limits = httpx.Limits(max_connections=max_connections)
+    return httpx.AsyncClient(timeout=BLOCK_TIMEOUT, limits=limits)
+
+
 @asynccontextmanager
 async def open_blocks(max_connections: int = 8) -> AsyncIterator[BlockClient]:
-    """A `BlockClient` with its own connection pool (no auth header, ever)."""
-    limits = httpx.Limits(max_connections=max_connections)
-    async with httpx.AsyncClient(timeout=BLOCK_TIMEOUT, limits=limits) as http:
+    """A `BlockClient` for the length of the block (see `blocks_http`)."""
+    async with blocks_http(max_connections) as http:
         yield BlockClient(http)
 
 
