@@ -29,6 +29,7 @@ import trio
 
 from mountfs.state import nodes
 from mountfs.state.db import StateDb
+from mountfs.status import pending_from_db
 from mountfs.sync.apply import RemoteApplier
 from mountfs.sync.push import Pusher
 from mountfs.sync.upload import CommitConflict, CommitRefused, Uploader
@@ -176,7 +177,8 @@ class SyncEngine:
         await self._push_round(force=True)
         if pull:
             await self.pull_all()
-        if self.pending() == (0, 0):
+        files, _, changes = pending_from_db(self._db.conn)
+        if files == 0 and changes == 0:
             self._set_online(True)
             return True
         return False
@@ -250,12 +252,3 @@ class SyncEngine:
     @property
     def downloaded_bytes(self) -> int:
         return self._uploader.fetched_bytes
-
-    def pending(self) -> tuple[int, int]:
-        """(files or changes waiting, bytes waiting) for status."""
-        conn = self._db.conn
-        ops = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        files, size = conn.execute(
-            "SELECT count(*), coalesce(sum(size), 0) FROM nodes WHERE dirty = 1"
-        ).fetchone()
-        return ops + int(files), int(size)
