@@ -158,7 +158,25 @@ class TreeMachine(RuleBasedStateMachine):
         """Clashes are rare by chance; this rule makes them on purpose."""
         live = [n for n in self.nodes.values() if not n.deleted and n.parent_id is not None]
         if not live:
-            return
+            # Always make the clash (the proof-of-work check below counts on it): first a
+            # node to clash with, straight under the sandbox.
+            made = self.api.request(
+                "POST",
+                "nodes",
+                json={
+                    "id": new_id(),
+                    "parent_id": self.sandbox,
+                    "name": "clash",
+                    "kind": "file",
+                    "mode": 0o644,
+                    "mtime_ns": now_ns(),
+                },
+            )
+            self.check(made, 201, [])
+            node = made.json()
+            self.nodes[node["id"]] = ModelNode(node["id"], self.sandbox, "clash", "file", 1, False)
+            self.apply(node)
+            live = [self.nodes[node["id"]]]
         sibling = data.draw(st.sampled_from(live))
         assert sibling.parent_id is not None
         body = {
