@@ -1,76 +1,33 @@
-"""The `mountfs` command line: parses arguments, then calls into the layers that do the work.
-
-Commands that talk to the backend run the async API client under `trio.run`. Errors that a
-user can act on are printed as one line on stderr with exit status 1; anything else is a
-bug and keeps its traceback.
+"""The first commands of `mountfs`: the `main` group, server, account, login, devices,
+mount, umount, status, sync and service.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-import trio
 from rich.console import Console
 from rich.table import Table
 
 from mountfs import __version__
-from mountfs.config import default_state_dir
-from mountfs.transport.api import ApiClient, ApiError, Offline, open_api
-from mountfs.transport.auth import DeviceInfo, NotLoggedIn, load_device, save_device
-
-T = TypeVar("T")
-
-state_option = click.option(
-    "--state",
-    "state_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Device state directory (default: $MOUNTFS_STATE or ~/.local/share/mountfs).",
+from mountfs.cli.common import (
+    device_of,
+    human_size,
+    json_option,
+    print_json,
+    read_password,
+    run_async,
+    state_option,
+    state_path,
+    with_api,
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def _state(state_dir: Path | None) -> Path:
-    return (state_dir or default_state_dir()).expanduser()
-
-
-def _run(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run an async API call, turning the errors a user can act on into a clean exit."""
-    try:
-        return trio.run(fn)
-    except ApiError as exc:
-        raise click.ClickException(f"{exc.detail} ({exc.code})") from exc
-    except Offline as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _device(state_dir: Path | None) -> DeviceInfo:
-    try:
-        return load_device(_state(state_dir))
-    except NotLoggedIn as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _read_password(password_stdin: bool, confirm: bool) -> str:
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise click.ClickException("no password on standard input")
-        return password
-    value: str = click.prompt("Password", hide_input=True, confirmation_prompt=confirm)
-    return value
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
+from mountfs.transport.api import open_api
+from mountfs.transport.auth import DeviceInfo, save_device
 
 
 class _Commands(click.Group):
@@ -140,13 +97,13 @@ def account() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def account_create(name: str, server: str, password_stdin: bool) -> None:
     """Register the account NAME."""
-    password = _read_password(password_stdin, confirm=True)
+    password = read_password(password_stdin, confirm=True)
 
     async def call() -> str:
         async with open_api(server) as api:
             return (await api.create_account(name, password)).account_id
 
-    account_id = _run(call)
+    account_id = run_async(call)
     click.echo(f"created account {name} ({account_id})")
 
 
@@ -160,9 +117,9 @@ def login(
     server: str, user: str, label: str | None, password_stdin: bool, state_dir: Path | None
 ) -> None:
     """Log this device in: its token is kept in the state directory (mode 0600)."""
-    password = _read_password(password_stdin, confirm=False)
+    password = read_password(password_stdin, confirm=False)
     label = label or socket.gethostname()
-    state = _state(state_dir)
+    state = state_path(state_dir)
 
     async def call() -> DeviceInfo:
         async with open_api(server) as api:
@@ -180,19 +137,9 @@ def login(
             token=login.token,
         )
 
-    info = _run(call)
+    info = run_async(call)
     save_device(state, info)
     click.echo(f"logged in as {info.account_name} on device {info.device_label} ({state})")
-
-
-def _with_api(state_dir: Path | None, fn: Callable[[ApiClient], Awaitable[T]]) -> T:
-    device = _device(state_dir)
-
-    async def call() -> T:
-        async with open_api(device.server, device.token) as api:
-            return await fn(api)
-
-    return _run(call)
 
 
 @main.group(invoke_without_command=True)
@@ -204,9 +151,9 @@ def devices(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
     ctx.obj = state_dir
     if ctx.invoked_subcommand is not None:
         return
-    listed = _with_api(state_dir, lambda api: api.devices())
+    listed = with_api(state_dir, lambda api: api.devices())
     if as_json:
-        _print_json([asdict(d) for d in listed])
+        print_json([asdict(d) for d in listed])
         return
     table = Table("id", "label", "created", "last seen", "state")
     for d in listed:
@@ -221,7 +168,7 @@ def devices(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
 @click.pass_context
 def devices_revoke(ctx: click.Context, device_id: str, state_dir: Path | None) -> None:
     """Revoke DEVICE_ID: its token stops working at once."""
-    _with_api(state_dir or ctx.obj, lambda api: api.revoke_device(device_id))
+    with_api(state_dir or ctx.obj, lambda api: api.revoke_device(device_id))
     click.echo(f"revoked device {device_id}")
 
 
@@ -242,10 +189,10 @@ def mount(
     from mountfs.mount import MountOptions
     from mountfs.mount import mount as do_mount
 
-    _device(state_dir)  # fail early, with the login hint, if there is none
+    device_of(state_dir)  # fail early, with the login hint, if there is none
     options = MountOptions(
         mountpoint=mountpoint.expanduser().absolute(),
-        state_dir=_state(state_dir),
+        state_dir=state_path(state_dir),
         foreground=foreground,
         log_level=log_level.upper(),
         cache_size=cache_size,
@@ -272,8 +219,8 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     from mountfs.cache.block_cache import CACHE_DIR, CacheLimits
     from mountfs.status import Status, offline_status
 
-    state = _state(state_dir)
-    _device(state_dir)
+    state = state_path(state_dir)
+    device_of(state_dir)
     try:
         answer = control.request(state, {"cmd": "status"}, timeout=10)
         report = Status(**answer["status"])
@@ -283,27 +230,19 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return
     table = Table(show_header=False, box=None)
     state_text = "offline" if not report.online else "online"
     if not report.mounted:
         state_text = "not mounted"
     table.add_row("state", state_text)
-    table.add_row("waiting", f"{report.pending_files} files, {_size(report.pending_bytes)}"
-                  f" (+{report.pending_changes} changes)")  # fmt: skip
-    table.add_row("cache", f"{_size(report.cache_bytes)} of {_size(report.cache_limit_bytes)}")
+    waiting = f"{report.pending_files} files, {human_size(report.pending_bytes)}"
+    table.add_row("waiting", f"{waiting} (+{report.pending_changes} changes)")
+    cache = f"{human_size(report.cache_bytes)} of {human_size(report.cache_limit_bytes)}"
+    table.add_row("cache", cache)
     table.add_row("last sync", report.last_sync or "never")
     Console().print(table)
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 @main.command()
@@ -314,8 +253,8 @@ def sync(state_dir: Path | None, timeout: float) -> None:
     from mountfs import control
     from mountfs.sync.oneshot import sync_unmounted
 
-    state = _state(state_dir)
-    _device(state_dir)
+    state = state_path(state_dir)
+    device_of(state_dir)
     try:
         answer = control.request(state, {"cmd": "sync", "timeout": timeout}, timeout=timeout + 5)
         done = bool(answer.get("ok")) and bool(answer.get("synced"))
@@ -354,13 +293,13 @@ def service_install(
     """Write, enable and start a systemd user unit that mounts MOUNTPOINT (default ~/Cloud)."""
     from mountfs import service as units
 
-    _device(state_dir)  # the unit would only fail at every login without one
+    device_of(state_dir)  # the unit would only fail at every login without one
     mountpoint = mountpoint.expanduser().absolute()
     with contextlib.suppress(FileExistsError):  # mkdir, unlike stat, works on a dead mount
         mountpoint.mkdir(parents=True)
     spec = units.UnitSpec(
         mountpoint=mountpoint,
-        state_dir=_state(state_dir).absolute(),
+        state_dir=state_path(state_dir).absolute(),
         command=units.mountfs_command(),
         log_level=log_level.upper(),
         cache_size=cache_size,
