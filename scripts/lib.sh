@@ -33,6 +33,8 @@ ensure_packages() {
 BASE_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv ca-certificates)
 # What the tests and benchmarks use besides: shell tools they drive on the mount and peers.
 TEST_PACKAGES=(bindfs git rsync sqlite3 tar procps psmisc vim)
+# Peers that only scripts/bench compares with (the rclone column; SeaweedFS comes from pip).
+BENCH_PACKAGES=(rclone)
 
 python_bin() {
   for cand in python3.13 python3.12 python3.11 python3; do

