@@ -28,15 +28,18 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
-from backend.api import errors
+from backend.api import errors, metrics
 from backend.api.deps import AppState
-from backend.api.limits import BodyLimitMiddleware
+from backend.api.limits import BodyLimitMiddleware, manifest_body_limit
+from backend.api.news import News
 from backend.api.openapi import MountfsAPI
-from backend.api.routes import API_PREFIX, routers
+from backend.api.routes import API_PREFIX, routers, web
 from backend.db.engine import Database, make_engine
 from backend.db.migrate import upgrade
 from backend.durable import makedirs_durably
 from backend.security import Keyring, load_or_create_secret, parse_secret
+from backend.services.maintenance import MaintenanceLoop
+from backend.services.notify_pg import notifier_for
 from backend.settings import Settings
 from backend.store.base import BlockStore
 from backend.store.local import LocalBlockStore
@@ -61,9 +64,14 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             await run_in_threadpool(prepare_data, settings)
         state = await run_in_threadpool(open_state, settings)
         app.state.mountfs = state
+        # Retention + garbage collection every --maintenance-interval s (a daemon thread).
+        upkeep = MaintenanceLoop(state.db, state.store, settings)
+        upkeep.start()
         try:
-            yield
+            async with state.news.running():  # the push channel (backend.api.news)
+                yield
         finally:
+            await run_in_threadpool(upkeep.stop)
             await run_in_threadpool(state.db.close)
 
     app = MountfsAPI(
@@ -78,9 +86,12 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
         BodyLimitMiddleware,
         json_limit=settings.max_json_bytes,
         block_limit=settings.max_block_bytes,
+        manifest_limit=manifest_body_limit(settings.max_file_bytes, settings.max_json_bytes),
     )
+    metrics.install(app, settings)  # outermost: counts what the limits refuse too
     for router in routers(embedded_store=settings.blockstore is None):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(web.router)  # public links' pages: /s/{token}, outside the API
     return app
 
 
@@ -99,6 +110,7 @@ def open_state(settings: Settings) -> AppState:
     convergence = _secret(settings.convergence_secret, settings.convergence_secret_path)
     signing_key = _secret(settings.signing_key, settings.signing_key_path)
     db = Database(make_engine(settings.db_url))
+    metrics.instrument_engine(db.engine)
     local: LocalBlockStore | None = None
     store: BlockStore
     if settings.blockstore is None:
@@ -106,7 +118,8 @@ def open_state(settings: Settings) -> AppState:
         store = local
     else:
         location = S3Location.from_url(settings.blockstore)
-        store = S3BlockStore(make_client(location), location, settings.url_ttl)
+        client = metrics.instrument_s3(make_client(location))
+        store = S3BlockStore(client, location, settings.url_ttl)
     log.info(
         "backend ready: db=%s store=%s",
         settings.db_url.split("@")[-1],
@@ -118,6 +131,7 @@ def open_state(settings: Settings) -> AppState:
         keys=Keyring(convergence),
         store=store,
         local_store=local,
+        news=News.local(db, notifier_for(db)),
     )
 
 

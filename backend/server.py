@@ -23,17 +23,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
+from backend import preflight
+from backend.api.metrics import MULTIPROC_ENV
 from backend.app import create_app, prepare_data
 from backend.settings import DEFAULT_MAX_FILE_BYTES, Settings
 
@@ -52,6 +59,11 @@ def build_parser(prog: str = "python -m backend") -> argparse.ArgumentParser:
         prog=prog,
         description="mountfs metadata service and embedded block store.",
         argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file of settings (also $MOUNTFS_CONFIG); flags and MOUNTFS_* win over it",
     )
     p.add_argument("--data", metavar="DIR", help="data directory (database, blocks, secrets)")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -77,6 +89,21 @@ def build_parser(prog: str = "python -m backend") -> argparse.ArgumentParser:
     )
     p.add_argument("--no-registration", action="store_true", help="refuse self-registration")
     p.add_argument(
+        "--auth-failures",
+        type=int,
+        metavar="N",
+        help="failed passwords per account or link per window before 429 (default 10)",
+    )
+    p.add_argument(
+        "--auth-failures-per-address",
+        type=int,
+        metavar="N",
+        help="failed passwords per source address per window (default 100)",
+    )
+    p.add_argument(
+        "--auth-window", type=int, metavar="SECONDS", help="rate-limit window (default 900)"
+    )
+    p.add_argument(
         "--access-log", action="store_true", help="log every request (at INFO; default off)"
     )
     p.add_argument(
@@ -84,6 +111,38 @@ def build_parser(prog: str = "python -m backend") -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="server processes (default: 1 on SQLite, one per CPU otherwise)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (only behind a TLS proxy)",
+    )
+    versions = p.add_argument_group("versions, trash and garbage collection (docs/backend.md)")
+    versions.add_argument(
+        "--keep-all-versions-days", type=int, metavar="N", help="keep every version N days (30)"
+    )
+    versions.add_argument(
+        "--keep-daily-versions-days",
+        type=int,
+        metavar="N",
+        help="then one version per day until N days old (365); the head is always kept",
+    )
+    versions.add_argument(
+        "--trash-days", type=int, metavar="N", help="deleted files can be restored N days (30)"
+    )
+    versions.add_argument(
+        "--gc-grace",
+        type=int,
+        metavar="SECONDS",
+        help="unreferenced chunks are deleted only after this long (86400; >= --url-ttl)",
+    )
+    versions.add_argument(
+        "--maintenance-interval",
+        type=int,
+        metavar="SECONDS",
+        help="run retention and garbage collection this often (3600; 0: never)",
     )
     p.add_argument(
         "--log-level",
@@ -98,14 +157,23 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "python -m backend
     """Settings from flags and environment; exits with a usage message when invalid."""
     parser = build_parser(prog)
     given = vars(parser.parse_args(argv))
+    config = given.pop("config", None) or os.environ.get(preflight.CONFIG_ENV)
     try:
-        return Settings(**given)
+        from_file = preflight.load_config_file(Path(config)) if config else {}
+        return Settings(**{**from_file, **given})
+    except preflight.StartupError as error:
+        parser.error(str(error))
     except ValidationError as error:
-        problems = "; ".join(
-            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-            for e in error.errors()
-        )
+        problems = "; ".join(_problem(e) for e in error.errors())
         parser.error(problems)
+
+
+def _problem(error: Any) -> str:
+    """One validation error as `--flag: message` (or just the message for whole-object
+    checks), without pydantic's `Value error, ` prefix."""
+    where = "--" + ".".join(str(p) for p in error["loc"]).replace("_", "-") + ": "
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return (where if error["loc"] else "") + message
 
 
 def serve(settings: Settings) -> None:
@@ -115,6 +183,11 @@ def serve(settings: Settings) -> None:
     several needs signal handlers, which only the main thread can install.
     """
     _configure_logging(settings)
+    try:
+        preflight.check(settings)
+    except preflight.StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     workers = settings.worker_count
     if threading.current_thread() is not threading.main_thread():
         workers = 1
@@ -128,6 +201,9 @@ def serve(settings: Settings) -> None:
 
 def _serve_workers(settings: Settings, workers: int) -> None:
     prepare_data(settings)
+    if not os.environ.get(MULTIPROC_ENV):
+        # Workers count into files here, and /metrics in any of them sums them all.
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="mountfs-metrics-")
     config = _config(settings, _WorkerApp(settings), workers=workers)
     sock = config.bind_socket()
     try:
@@ -159,6 +235,8 @@ def _config(settings: Settings, app: FastAPI | _WorkerApp, workers: int = 1) -> 
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
 
 

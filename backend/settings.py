@@ -11,12 +11,17 @@ in `DIR/blocks/`, and the two secrets in `DIR/convergence.secret` and `DIR/signi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from backend.store.s3 import S3Location
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "LogLevel", "Settings"]
 
@@ -54,9 +59,26 @@ class Settings(BaseSettings):
         convergence_secret, signing_key: 32-byte secrets as 64 hex digits; when absent they
             are read from (or generated into) `*_file`, default inside `data`.
         max_json_bytes, max_block_bytes: request body limits (413 `body_too_large`).
+        auth_failures, auth_failures_per_address, auth_window: failed password attempts
+            (login, public-link passwords) allowed per account or link, and per source
+            address, in a window of `auth_window` seconds; then 429 with `Retry-After`.
         workers: server processes sharing the listening socket; default (None): one on
             SQLite, one per usable CPU on another database (`worker_count`, and
             `backend.server` for why).
+        tls_cert, tls_key: PEM certificate (chain) and key: the server speaks HTTPS itself.
+        allow_plain_http: serve plain HTTP on an address other than loopback (only behind
+            a proxy that terminates TLS); without it such a start is refused, since tokens
+            and manifests (with their keys) would cross the network in clear.
+        metrics_token: bearer token that `/metrics` accepts from any address; without it
+            `/metrics` answers only loopback peers (`backend.api.metrics`).
+        keep_all_versions_days, keep_daily_versions_days, trash_days: retention
+            (`backend.services.versions`): every version for the first, then one per UTC
+            day until the second; deleted files are purged after `trash_days`. A file's
+            head revision is never removed.
+        gc_grace: seconds an unreferenced chunk is kept before garbage collection may
+            delete it; at least `url_ttl` (`backend.services.gc`).
+        maintenance_interval: seconds between retention + GC passes in the server; 0 turns
+            them off (then run `mountfs admin gc`).
     """
 
     model_config = SettingsConfigDict(env_prefix="MOUNTFS_", frozen=True, extra="forbid")
@@ -80,6 +102,66 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = None
     max_json_bytes: int = Field(default=8 * MiB, ge=1024)
     max_block_bytes: int = Field(default=16 * MiB, ge=1024)
+    auth_failures: int = Field(default=10, ge=1)
+    auth_failures_per_address: int = Field(default=100, ge=1)
+    auth_window: int = Field(default=900, ge=1)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_plain_http: bool = False
+    metrics_token: SecretStr | None = None
+    keep_all_versions_days: int = Field(default=30, ge=0)
+    keep_daily_versions_days: int = Field(default=365, ge=0)
+    trash_days: int = Field(default=30, ge=0)
+    gc_grace: int = Field(default=86400, ge=0)
+    maintenance_interval: int = Field(default=3600, ge=0)
+
+    @model_validator(mode="after")
+    def _check_gc_grace(self) -> Settings:
+        """An upload URL lives `url_ttl`: a shorter grace could delete a chunk on its way
+        to a commit (DESIGN.md invariant 7)."""
+        if self.gc_grace < self.url_ttl:
+            raise ValueError(f"--gc-grace ({self.gc_grace}) must be at least --url-ttl")
+        return self
+
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, value: str | None) -> str | None:
+        """Refuse a malformed or unsupported database URL at start, not at first use."""
+        if value is None:
+            return None
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (sqlite:///PATH or postgresql+psycopg://USER:PW@HOST/DB)"
+            ) from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {url.get_backend_name()!r}")
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+            raise ValueError("PostgreSQL URLs must use the psycopg driver: postgresql+psycopg://")
+        return value
+
+    @field_validator("blockstore")
+    @classmethod
+    def _check_blockstore(cls, value: str | None) -> str | None:
+        if value:
+            S3Location.from_url(value)  # its ValueError names what is wrong
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> Settings:
+        """TLS needs both halves, and plain HTTP is for loopback unless explicitly allowed."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        if self.tls_cert is None and not self.allow_plain_http and not _is_loopback(self.host):
+            raise ValueError(
+                f"refusing plain HTTP on {self.host}: give --tls-cert and --tls-key, or "
+                "--allow-plain-http when a proxy in front terminates TLS"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -119,3 +201,14 @@ class Settings(BaseSettings):
     @property
     def signing_key_path(self) -> Path:
         return self.signing_key_file or self.data / "signing.key"
+
+
+def _is_loopback(host: str) -> bool:
+    """True for an address that only this machine can reach (names resolve to loopback
+    only for `localhost`; any other name may reach the network)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

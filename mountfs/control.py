@@ -5,7 +5,9 @@ directory for things only it can do (flush now, report live figures) by sending 
 line and reading one JSON line back. The socket is created with mode 0600 inside the 0700
 state directory: only the device's owner can talk to it.
 
-Requests: `{"cmd": "status"}`, `{"cmd": "sync", "timeout": seconds}`.
+Requests: `{"cmd": "status"}`, `{"cmd": "sync", "timeout": seconds}`; `pause`, `resume`
+and `{"cmd": "cancel", "path": …, "abs": …}` (`mountfs.sync.controls`); the pin commands
+(`mountfs.sync.pinning`).
 Answers: `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
 """
 

@@ -42,17 +42,27 @@ import trio
 
 from mountfs import control
 from mountfs.cache.block_cache import CACHE_DIR, BlockCache, CacheLimits
-from mountfs.fuse.ops import CONTROL_PID_XATTR, Operations
+from mountfs.desktop import DesktopNotifier
+from mountfs.fuse.ops import CONTROL_PID_XATTR
+from mountfs.fuse.shares import SharesOperations
+from mountfs.state import pins
 from mountfs.state.db import DB_FILE, SchemaError, StateDb, open_state
 from mountfs.state.lock import PID_FILE, StateBusy, lock_state
 from mountfs.status import Status, iso_from_ns, pending_from_db
+from mountfs.sync import controls
+from mountfs.sync.carry import Carrier
 from mountfs.sync.engine import SyncEngine
+from mountfs.sync.listen import Listener, engine_listener
+from mountfs.sync.pinning import PIN_COMMANDS, Pinner
+from mountfs.sync.reads import OFFLINE_READ_TIMEOUT, ReadFetcher
 from mountfs.sync.session import Transport, build_engine, build_fetcher
+from mountfs.sync.transfers import DEFAULT_IN_FLIGHT, Bandwidth, Transfers
 from mountfs.transport.api import ApiError, Offline
 from mountfs.transport.auth import NotLoggedIn, load_device
 from mountfs.types import InodeNo
 from mountfs.vfs import Vfs, build_vfs
 from mountfs.vfs.fsck import StateCorrupt, WrongAccount, repair
+from mountfs.vfs.versions import VersionsView
 
 __all__ = ["CACHE_DIR", "LOG_FILE", "PID_FILE", "MountOptions", "mount", "umount"]
 
@@ -90,6 +100,12 @@ class MountOptions:
         log_level: logging level name for `STATE/mountfs.log`.
         cache_size: cache limit in bytes; None = a sensible share of free disk
             (`CacheLimits.for_disk`).
+        offline_read_timeout: seconds a read of uncached bytes waits for a backend that
+            does not answer before it fails with EIO (`mountfs.sync.reads`).
+        bandwidth: `--bwlimit`, bytes per second per direction.
+        in_flight: `--transfers`, chunk requests at once.
+        notify: show desktop notifications (conflicts) when a desktop session can
+            (`mountfs.desktop`; `--no-notify` turns them off).
     """
 
     mountpoint: Path
@@ -97,6 +113,10 @@ class MountOptions:
     foreground: bool = False
     log_level: str = "INFO"
     cache_size: int | None = None
+    offline_read_timeout: float = OFFLINE_READ_TIMEOUT
+    bandwidth: Bandwidth = Bandwidth()
+    in_flight: int = DEFAULT_IN_FLIGHT
+    notify: bool = True
 
 
 # --- mount -------------------------------------------------------------------------------
@@ -216,6 +236,10 @@ class _Daemon:
     transport: Transport
     engine: SyncEngine
     state_dir: Path
+    pinner: Pinner
+    carrier: Carrier
+    listener: Listener
+    desktop: DesktopNotifier | None
 
 
 def _serve(opts: MountOptions, notify: Notify) -> int:
@@ -304,9 +328,16 @@ def _start(opts: MountOptions) -> _Daemon:
         report = repair(db, cache, root_id=device.root_id, uid=os.getuid(), gid=os.getgid())
         cache.limits = CacheLimits.for_disk(cache_root, opts.cache_size, cache.stats().used)
         log.info("state checked (%s); cache %s", report, cache.stats())
-        transport = Transport.open(device)
+        transport = Transport.open(
+            device, Transfers(opts.state_dir, opts.bandwidth, opts.in_flight)
+        )
         fetcher = build_fetcher(transport, db, cache)
-        vfs = build_vfs(db, cache, fetcher=fetcher, fsync_limiter=fsync_limiter)
+        reads = ReadFetcher(fetcher, db, opts.offline_read_timeout)
+        vfs = build_vfs(db, cache, fetcher=reads, fsync_limiter=fsync_limiter)
+        pinner = Pinner(db, cache, fetcher, mountpoint=opts.mountpoint)
+        carrier = Carrier(
+            db, cache, fetcher, vfs.inodes.hold, vfs.inodes.release, on_done=pinner.kick
+        )
         engine = build_engine(
             transport,
             db,
@@ -315,12 +346,23 @@ def _start(opts: MountOptions) -> _Daemon:
             invalidator=vfs.invalidator,
             purge_if_unused=vfs.inodes.maybe_purge,
             is_open_for_write=_writers(vfs),
+            in_use=vfs.inodes.in_use,
+            on_content=pinner.kick,
+            carry=carrier.submit,
         )
         vfs.files.on_settled = lambda ino: engine.kick()
+        listener = engine_listener(transport.api, engine, db, device.namespace_id)
+        desktop = DesktopNotifier.if_available(device.device_id) if opts.notify else None
+        if desktop is not None:
+            engine.pulled.append(desktop.observe)
         options = set(pyfuse3.default_options)  # keeps default_permissions: the kernel checks
         options |= {f"fsname=mountfs:{device.account_name}", "subtype=mountfs"}
         try:
-            pyfuse3.init(Operations(vfs), str(opts.mountpoint), options)
+            # `.versions` at the root (mountfs.vfs.versions) on top of the ordinary handlers.
+            view = VersionsView(transport.api, device.root_id, fetcher.chunk_plaintext)
+            # ... and viewers' shares read-only (mountfs.fuse.shares).
+            ops = SharesOperations(vfs, view, engine.shared)
+            pyfuse3.init(ops, str(opts.mountpoint), options)
         except RuntimeError as exc:  # libfuse has printed its reason to stderr (the log)
             raise MountFailure(f"the kernel refused the mount ({exc})") from exc
     except BaseException:
@@ -333,6 +375,10 @@ def _start(opts: MountOptions) -> _Daemon:
         transport=transport,
         engine=engine,
         state_dir=opts.state_dir,
+        pinner=pinner,
+        carrier=carrier,
+        listener=listener,
+        desktop=desktop,
     )
 
 
@@ -355,9 +401,18 @@ async def _main(daemon: _Daemon) -> None:
             await nursery.start(daemon.vfs.invalidator.run)
             await nursery.start(control.serve, daemon.state_dir, _control_handler(daemon))
             nursery.start_soon(daemon.engine.run)
+            nursery.start_soon(daemon.listener.run)  # the push channel
+            if daemon.desktop is not None:
+                nursery.start_soon(daemon.desktop.run)
+            nursery.start_soon(daemon.transport.transfers.gate.watch)
+            await nursery.start(daemon.pinner.run)
+            await nursery.start(daemon.carrier.run)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
-        await _final_flush(daemon.engine)
+        if daemon.transport.transfers.gate.paused:
+            log.info("transfers are paused: what waits is left for after `mountfs resume`")
+        else:
+            await _final_flush(daemon.engine)
     finally:
         await daemon.transport.aclose()
 
@@ -380,7 +435,22 @@ def _control_handler(daemon: _Daemon) -> control.Handler:
             return {"ok": True, "status": _status(daemon).to_json()}
         if command == "sync":
             seconds = float(request.get("timeout", 300))  # type: ignore[arg-type]
-            return {"ok": True, "synced": await daemon.engine.sync_within(seconds)}
+            deadline = trio.current_time() + seconds
+            synced = await daemon.engine.sync_within(seconds)
+            # Up to date also means: the kernel was told, and pinned content is here.
+            with trio.move_on_at(deadline) as told:
+                await daemon.vfs.invalidator.drained()
+                await daemon.carrier.drained()
+            synced = synced and not told.cancelled_caught
+            left = max(deadline - trio.current_time(), 0.0)
+            synced = synced and await daemon.pinner.settle(left)
+            return {"ok": True, "synced": synced}
+        if command in PIN_COMMANDS:
+            return await daemon.pinner.handle(request)
+        if command in controls.COMMANDS:
+            transfers = daemon.transport.transfers
+            uploader = daemon.engine.uploader
+            return await controls.handle(request, daemon.vfs, uploader, transfers, daemon.state_dir)
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     return handle
@@ -390,6 +460,7 @@ def _status(daemon: _Daemon) -> Status:
     db = daemon.vfs.db
     files, size, changes = pending_from_db(db.conn)
     cache = daemon.vfs.cache.stats()
+    pinned = pins.totals(db.conn)
     return Status(
         mounted=True,
         online=daemon.engine.online,
@@ -402,6 +473,11 @@ def _status(daemon: _Daemon) -> Status:
         last_sync=iso_from_ns(db.get_meta("last_sync_ns")),
         uploaded_bytes=daemon.engine.uploaded_bytes,
         downloaded_bytes=daemon.engine.downloaded_bytes,
+        pinned_files=pinned.files,
+        pinned_bytes=pinned.bytes,
+        pinned_missing_bytes=pinned.missing_bytes,
+        paused=daemon.transport.transfers.gate.paused,
+        transfers=[t.to_json() for t in daemon.transport.transfers.progress.snapshot()],
     )
 
 

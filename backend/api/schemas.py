@@ -470,11 +470,24 @@ class CommitOp(CommitIn):
     id: uuid.UUID
 
 
-Op = Annotated[CreateOp | UpdateOp | DeleteOp | CommitOp, Field(discriminator="op")]
+class RestoreOp(Model):
+    """Bring a deleted node back in place, for a change that must survive a concurrent
+    delete (`tree.restore_node`); `name` if its old name is taken now."""
+
+    op: Literal["restore"]
+    op_id: uuid.UUID
+    id: uuid.UUID
+    name: NodeName | None = None
+
+
+Op = Annotated[CreateOp | UpdateOp | DeleteOp | CommitOp | RestoreOp, Field(discriminator="op")]
 
 
 class ChangesIn(Model):
     ops: Annotated[list[Op], Field(max_length=MAX_BATCH)]
+    stop_at_refusal: bool = False
+    """Stop at the first op that is not applied: the later ops are answered 424
+    `not_attempted` and left untouched, so a batch never runs out of order."""
 
 
 class ChangeResult(Out):
@@ -536,6 +549,26 @@ class ReadUrlsIn(Model):
     objects: Annotated[list[Hex64], Field(max_length=MAX_BATCH)]
 
 
+class HoldChunkIn(Model):
+    hash: Hex64
+    object: Hex64
+    size: Annotated[int, Field(ge=0, le=MAX_BLOCK_BYTES), _JSON_NUMBER]
+
+
+class HoldIn(Model):
+    chunks: Annotated[list[HoldChunkIn], Field(max_length=MAX_BATCH)]
+
+
+class HeldOut(Out):
+    object: str
+    stored_size: int
+
+
+class HoldOut(Out):
+    held: list[HeldOut]
+    missing: list[str]
+
+
 class UrlOut(Out):
     object: str
     url: str
@@ -574,7 +607,7 @@ class EntryOut(Out):
     op: JournalOp
     node: NodeOut
     revision: RevisionOut | None
-    device_id: str
+    device_id: str | None  # None: made by the service for the account (a restore)
     at: datetime
 
     @classmethod

@@ -25,6 +25,7 @@ __all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
+_MIGRATION_LOCK = 0x6D6F756E74  # "mount": the advisory lock key of migrations on PostgreSQL
 
 
 def alembic_config() -> Config:
@@ -53,6 +54,10 @@ def upgrade(url: str, target: str = "head") -> None:
     engine = make_engine(url, foreign_keys=False)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Instances starting together queue here: one migrates, the others then
+                # find the schema at head (the lock ends with the transaction).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             config = alembic_config()
             config.attributes["connection"] = conn
             command.upgrade(config, target)

@@ -46,11 +46,13 @@ __all__ = [
     "chunk",
     "chunk_owner",
     "device",
+    "held_upload",
     "journal",
     "link",
     "metadata",
     "namespace",
     "node",
+    "rate_limit",
     "revision",
     "revision_chunk",
     "share",
@@ -90,6 +92,9 @@ Name = Text().with_variant(Text(collation="C"), "postgresql")
 #   used_bytes: sum of `size` over the account's live file nodes, maintained in the same
 #     transaction as every commit and delete (never recomputed on the fly).
 #   namespace_id/root_id: the account's own tree; NOT NULL, deferred FKs (see module doc).
+#   auto_accept_shares: shares offered to this account are accepted at once.
+#   deleted_at: the account was deleted: no login, every device revoked, its shares and
+#     links revoked; the rows stay (history, name reserved) until garbage collection.
 account = Table(
     "account",
     metadata,
@@ -101,6 +106,8 @@ account = Table(
     Column("namespace_id", String(36), nullable=False),
     Column("root_id", String(36), nullable=False),
     _at("created_at"),
+    Column("auto_accept_shares", Boolean, nullable=False, server_default=false()),
+    _at("deleted_at", nullable=True),
     ForeignKeyConstraint(
         ["namespace_id"],
         ["namespace.id"],
@@ -116,8 +123,9 @@ account = Table(
     comment="One user; owns one namespace (its tree).",
 )
 
-# namespace: a totally ordered change feed and the nodes in it (an account's tree; shared
-# folders will get their own later).
+# namespace: a totally ordered change feed and the nodes in it: an account's tree, or a
+# shared folder or file (then `root_id` is that node, whose parent stays in the owner's
+# tree; NULL for an account's namespace, whose root is `account.root_id`).
 #   last_seq: seq of the newest journal entry. Every change locks this row first
 #     (SELECT ... FOR UPDATE on PostgreSQL; BEGIN IMMEDIATE serialises SQLite) and bumps
 #     it in its own transaction, so seqs are gap-free and commit in seq order.
@@ -128,6 +136,7 @@ namespace = Table(
     Column("owner_account_id", String(36), ForeignKey("account.id"), nullable=False),
     Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
     _at("created_at"),
+    Column("root_id", String(36), nullable=True),
     comment="A change feed and the nodes in it.",
 )
 
@@ -155,6 +164,12 @@ device = Table(
 #   size: size of the head revision (0 for non-files and deleted files).
 #   target: symlink target, NULL for any other kind.
 #   deleted: the row stays for history; the partial unique index keeps live names unique.
+#   tree_bytes/tree_files: a directory's live files anywhere below it (sizes, count), kept
+#     in the transaction of every change that moves bytes or files (services/usage.py);
+#     0 for files and symlinks.
+#   deleted_at/deleted_by: when and by which device the node was last deleted (the trash;
+#     NULL while live). purged_at: the trash was emptied of it (or retention expired it):
+#     its revisions are gone for good and it is listed nowhere (services/versions.py).
 node = Table(
     "node",
     metadata,
@@ -171,6 +186,11 @@ node = Table(
     Column("target", Text, nullable=True),
     Column("deleted", Boolean, nullable=False, server_default=false()),
     _at("created_at"),
+    _at("deleted_at", nullable=True),
+    Column("deleted_by", String(36), ForeignKey("device.id"), nullable=True),
+    _at("purged_at", nullable=True),
+    Column("tree_bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("tree_files", BigInteger, nullable=False, server_default=text("0")),
     ForeignKeyConstraint(["head_revision"], ["revision.id"], use_alter=True),
     CheckConstraint("kind IN ('file', 'dir', 'symlink')", name="kind"),
     CheckConstraint("mode >= 0 AND mode <= 4095", name="mode"),
@@ -194,6 +214,8 @@ Index(
 #   seq: the namespace journal seq of the change that made it (orders history exactly).
 #   manifest: JSON list of {offset,size,hash,object,stored_size} ('[]' for tombstones);
 #     keys are never stored, they are derived from `hash` when answering.
+#   damaged_at: scrub --repair found one of its chunks missing or corrupt (it cannot be
+#     read or restored any more); NULL for a sound revision.
 revision = Table(
     "revision",
     metadata,
@@ -207,6 +229,7 @@ revision = Table(
     Column("mtime_ns", BigInteger, nullable=False),
     Column("manifest", Text, nullable=False),
     _at("created_at"),
+    _at("damaged_at", nullable=True),
     CheckConstraint("kind IN ('content', 'tombstone')", name="kind"),
     CheckConstraint("size >= 0", name="size"),
     Index("ix_revision_node_id_seq", "node_id", "seq"),
@@ -216,6 +239,8 @@ revision = Table(
 # chunk: one stored object, global across accounts.
 #   stored_size: ciphertext bytes, as observed by the block store (not as claimed).
 #   refcount: number of revision_chunk rows naming it (exact; GC deletes at 0 after a grace).
+#   released_at: when a purge last took its refcount to 0; the GC's grace period runs from
+#     max(created_at, released_at) (services/gc.py). Stale (ignored) while refcount > 0.
 chunk = Table(
     "chunk",
     metadata,
@@ -223,6 +248,7 @@ chunk = Table(
     Column("stored_size", BigInteger, nullable=False),
     Column("refcount", BigInteger, nullable=False, server_default=text("0")),
     _at("created_at"),
+    _at("released_at", nullable=True),
     CheckConstraint("refcount >= 0", name="refcount"),
     comment="Content-addressed ciphertext objects in the block store.",
 )
@@ -245,6 +271,30 @@ chunk_owner = Table(
     comment="Which account has proven possession of which object (invariant 5).",
 )
 
+# held_upload: chunks an account has PUT (the store confirmed them, durable) that no commit
+#   has named yet: an upload in progress, or one cut off by a network drop, a restart or a
+#   kill. `prepare` answers them as present *for this account only*, so a resumed upload
+#   sends only what is missing, while nobody else can reference or read them (invariant 5:
+#   only `chunk_owner` makes an object readable; a commit turns the hold into ownership and
+#   deletes the row). `object` has no foreign key: the `chunk` row is made at commit.
+#   held_at: when the account last confirmed the upload (a re-hold refreshes it). Garbage
+#   collection must not delete an object with a hold younger than its grace period, and may
+#   drop holds (then the objects, if unreferenced) older than that.
+held_upload = Table(
+    "held_upload",
+    metadata,
+    Column("account_id", String(36), ForeignKey("account.id"), nullable=False),
+    Column("object", String(64), nullable=False),
+    _hex("hash"),
+    Column("plain_size", BigInteger, nullable=False),
+    Column("stored_size", BigInteger, nullable=False),
+    _at("held_at"),
+    PrimaryKeyConstraint("account_id", "object"),
+    Index("ix_held_upload_account_id_hash", "account_id", "hash"),
+    Index("ix_held_upload_held_at", "held_at"),
+    comment="Uploaded but not yet committed chunks of each account (resumable uploads).",
+)
+
 # revision_chunk: the manifest as rows, for exact refcounts and "which revisions use X".
 revision_chunk = Table(
     "revision_chunk",
@@ -258,7 +308,10 @@ revision_chunk = Table(
 
 # journal: the change feed. One row per node change, gap-free seq per namespace.
 #   node: JSON snapshot of the node after the change (what the client applies).
-#   revision_id: the commit's revision, or the tombstone of a deleted file.
+#   revision_id: the commit's revision, or the tombstone of a deleted file; NULL once
+#     retention or an emptied trash purged that revision.
+#   device_id: the device whose change it is; NULL for a change the service made on the
+#     account's behalf (a restore): every device, the asking one included, applies those.
 journal = Table(
     "journal",
     metadata,
@@ -268,7 +321,7 @@ journal = Table(
     Column("node_id", String(36), ForeignKey("node.id"), nullable=False),
     Column("node", Text, nullable=False),
     Column("revision_id", String(36), ForeignKey("revision.id"), nullable=True),
-    Column("device_id", String(36), ForeignKey("device.id"), nullable=False),
+    Column("device_id", String(36), ForeignKey("device.id"), nullable=True),
     _at("at"),
     PrimaryKeyConstraint("namespace_id", "seq"),
     CheckConstraint("op IN ('create', 'update', 'delete', 'commit')", name="op"),
@@ -290,36 +343,64 @@ applied_op = Table(
     comment="Stored results of applied batched ops, for idempotent replays.",
 )
 
-# share: an ACL entry giving `account_id` a role on a folder or file of another namespace.
-# NOT YET USED by any route (a later issue adds sharing); created now so it only needs
-# additive migrations.
+# share: an ACL entry giving `account_id` a role on a shared folder or file of another
+# account (docs/backend.md, "Shares"). The shared node and everything below it live in their
+# own namespace (`namespace_id`, whose `root_id` is `node_id`); every share of that node
+# names the same namespace.
+#   accepted_at: NULL while the recipient has not accepted (a pending share grants nothing).
+#   mount_parent_id/mount_name: where the share appears in the recipient's own tree (a
+#     directory of the recipient's namespace, and the name shown there); set on accept.
+#   revoked_at: set when the owner unshares or the recipient leaves; the row stays so that
+#     the recipient's devices learn of the removal, and is re-armed by a new share.
+#   changed_at: last change of the row (offered, accepted, role changed, revoked).
 share = Table(
     "share",
     metadata,
     _id(),
     Column("node_id", String(36), ForeignKey("node.id"), nullable=False),
-    Column("account_id", String(36), ForeignKey("account.id"), nullable=False),
+    Column("namespace_id", String(36), ForeignKey("namespace.id"), nullable=False, index=True),
+    Column("account_id", String(36), ForeignKey("account.id"), nullable=False, index=True),
     Column("role", String(8), nullable=False),
     Column("created_by", String(36), ForeignKey("account.id"), nullable=False),
     _at("created_at"),
+    _at("accepted_at", nullable=True),
+    Column("mount_parent_id", String(36), nullable=True),
+    Column("mount_name", Name, nullable=True),
     _at("revoked_at", nullable=True),
+    _at("changed_at"),
     UniqueConstraint("node_id", "account_id"),
     CheckConstraint("role IN ('viewer', 'editor')", name="role"),
-    comment="Folder/file shares (not used by routes yet).",
+    comment="Shares of a folder or file (its own namespace) with other accounts.",
 )
 
 # link: a public link (unguessable token, stored as SHA-256 hex) to a file or folder, with
-# an optional expiry and argon2id password. NOT YET USED by any route.
+# an optional expiry, argon2id password and download limit.
+#   downloads: download requests counted so far (with a limit every request counts;
+#     without, those that start at byte 0); `max_downloads` NULL = unlimited.
 link = Table(
     "link",
     metadata,
     _id(),
-    Column("node_id", String(36), ForeignKey("node.id"), nullable=False),
+    Column("node_id", String(36), ForeignKey("node.id"), nullable=False, index=True),
     _hex("token_hash", unique=True),
     Column("password_hash", Text, nullable=True),
-    Column("created_by", String(36), ForeignKey("account.id"), nullable=False),
+    Column("created_by", String(36), ForeignKey("account.id"), nullable=False, index=True),
     _at("created_at"),
     _at("expires_at", nullable=True),
     _at("revoked_at", nullable=True),
-    comment="Public links (not used by routes yet).",
+    Column("max_downloads", BigInteger, nullable=True),
+    Column("downloads", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("max_downloads IS NULL OR max_downloads >= 1", name="max_downloads"),
+    comment="Public links to a file or folder.",
+)
+
+# rate_limit: failed password attempts per key ("login:<name>", "link:<id>",
+# "addr:<ip>") in a fixed window; shared by every backend instance (nothing in memory).
+rate_limit = Table(
+    "rate_limit",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    _at("window_start"),
+    Column("failures", Integer, nullable=False),
+    comment="Failed password attempts per account, link and source address.",
 )

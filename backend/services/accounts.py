@@ -20,7 +20,7 @@ from backend.db.engine import Database
 from backend.db.tables import account, device, namespace, node
 from backend.security import hash_password, new_token, token_digest, verify_password
 from backend.services.clock import as_utc, utcnow
-from backend.services.errors import NameExists, NotFound, Unauthorized
+from backend.services.errors import Forbidden, NameExists, NotFound, Unauthorized
 from backend.services.types import (
     Account,
     AccountId,
@@ -39,6 +39,7 @@ __all__ = [
     "SEEN_INTERVAL",
     "authenticate",
     "create_account",
+    "delete_account",
     "list_devices",
     "login",
     "me",
@@ -115,7 +116,9 @@ def login(db: Database, name: str, password: str, label: str) -> NewLogin:
     """Check the password and make a new device with a fresh token."""
     with db.read() as conn:
         row = conn.execute(
-            select(account.c.id, account.c.password_hash).where(account.c.name == name)
+            select(account.c.id, account.c.password_hash).where(
+                account.c.name == name, account.c.deleted_at.is_(None)
+            )
         ).first()
     matches = verify_password(row.password_hash if row else None, password)
     if row is None or not matches:
@@ -201,3 +204,45 @@ def revoke_device(conn: Connection, who: Principal, device_id: DeviceId) -> None
         raise NotFound("no such device")
     if found.revoked_at is None:
         conn.execute(update(device).where(device.c.id == device_id).values(revoked_at=utcnow()))
+
+
+def delete_account(db: Database, who: Principal, password: str) -> None:
+    """Delete the caller's account, after checking its password (Forbidden if wrong).
+
+    Defined outcome (docs/backend.md "Deleting an account"): in one transaction the account
+    is marked deleted (its name stays reserved, it cannot log in), every device of it is
+    revoked (the next request of each is 401), every share of its folders and every share
+    offered to it is revoked (members' devices get the detach entry in their journal), and
+    every public link it made is revoked. Its files stay in the database and the block
+    store until garbage collection; nobody can reach them any more.
+    """
+    from backend.db.tables import link
+    from backend.services import shares
+
+    with db.read() as conn:
+        stored = conn.execute(
+            select(account.c.password_hash).where(account.c.id == who.account_id)
+        ).scalar_one()
+    if not verify_password(stored, password):
+        raise Forbidden("wrong password: the account was not deleted")
+    now = utcnow()
+    with db.write() as conn:
+        owned = conn.execute(
+            select(namespace.c.id).where(
+                namespace.c.owner_account_id == who.account_id, namespace.c.root_id.is_not(None)
+            )
+        ).scalars()
+        for ns in list(owned):
+            shares.end_namespace(conn, NamespaceId(ns), who.device_id)
+        shares.end_received(conn, who.account_id, who.device_id)
+        conn.execute(
+            update(link)
+            .where(link.c.created_by == who.account_id, link.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        conn.execute(
+            update(device)
+            .where(device.c.account_id == who.account_id, device.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        conn.execute(update(account).where(account.c.id == who.account_id).values(deleted_at=now))

@@ -6,16 +6,31 @@
 - An account may *read* an object it owns, or one named by a revision of a namespace it
   can read (`check_readable`); nothing else, so presigned GETs never leak other accounts'
   chunks, and whether anyone else stored a chunk is never revealed.
+- An account *holds* an object it uploaded that no commit has named yet (`hold_uploads`,
+  the `held_upload` table): `prepare` answers it as present for that account alone, so an
+  interrupted upload resumes with only the missing chunks; the first commit that names it
+  turns the hold into ownership (`claim_held`). A hold never makes an object readable, and
+  no other account can see or reference it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select, update
 
-from backend.db.engine import upsert_ignore
-from backend.db.tables import chunk, chunk_owner, node, revision, revision_chunk
+from backend.db.engine import Database, upsert_ignore
+from backend.db.tables import (
+    account,
+    chunk,
+    chunk_owner,
+    held_upload,
+    node,
+    revision,
+    revision_chunk,
+)
+from backend.services import access
 from backend.services.clock import utcnow
 from backend.services.errors import BadRequest, NotFound
 from backend.services.types import (
@@ -26,12 +41,24 @@ from backend.services.types import (
     PreparedChunk,
     Principal,
 )
+from backend.store.base import BlockStore
 
-__all__ = ["check_readable", "check_stored_sizes", "prepare", "record_uploads", "unowned"]
+__all__ = [
+    "HeldChunk",
+    "HoldResult",
+    "check_readable",
+    "check_stored_sizes",
+    "claim_held",
+    "hold_uploads",
+    "prepare",
+    "record_uploads",
+    "unowned",
+]
 
 
 def prepare(conn: Connection, who: Principal, hashes: Sequence[PlainHash]) -> list[PreparedChunk]:
-    """For each plaintext hash, the object this account already owns for it, if any."""
+    """For each plaintext hash, the object this account already owns (or holds, see the
+    module docstring) for it, if any."""
     wanted = sorted(set(hashes))
     owned: dict[str, tuple[ObjectName, int]] = {}
     if wanted:
@@ -43,6 +70,15 @@ def prepare(conn: Connection, who: Principal, hashes: Sequence[PlainHash]) -> li
         ).all()
         for row in rows:
             owned.setdefault(row.hash, (ObjectName(row.object), int(row.stored_size)))
+        rest = [h for h in wanted if h not in owned]
+        if rest:  # uploaded by this account, not committed yet: resume without resending
+            held = conn.execute(
+                select(held_upload.c.hash, held_upload.c.object, held_upload.c.stored_size)
+                .where(held_upload.c.account_id == who.account_id, held_upload.c.hash.in_(rest))
+                .order_by(held_upload.c.held_at, held_upload.c.object)
+            ).all()
+            for row in held:
+                owned.setdefault(row.hash, (ObjectName(row.object), int(row.stored_size)))
     prepared = []
     for h in hashes:
         found = owned.get(h)
@@ -137,10 +173,134 @@ def check_readable(conn: Connection, who: Principal, objects: Sequence[ObjectNam
                 select(revision_chunk.c.object)
                 .join(revision, revision.c.id == revision_chunk.c.revision_id)
                 .join(node, node.c.id == revision.c.node_id)
-                .where(revision_chunk.c.object.in_(rest), node.c.namespace_id == who.namespace_id)
+                .where(
+                    revision_chunk.c.object.in_(rest),
+                    node.c.namespace_id.in_(access.readable_namespaces(conn, who)),
+                )
                 .distinct()
             ).scalars()
         )
         rest -= named
     if rest:
         raise NotFound(f"{len(rest)} object(s) not readable by this account")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldChunk:
+    """A chunk the client says it has uploaded: its plaintext hash and size (a claim, as
+    for `chunk_owner`) and its object name."""
+
+    hash: PlainHash
+    object: ObjectName
+    plain_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    """`held`: object → stored size, for every chunk now owned or held by the account;
+    `missing`: objects whose upload by this account the store does not confirm."""
+
+    held: dict[ObjectName, int]
+    missing: list[ObjectName]
+
+
+def hold_uploads(
+    db: Database, store: BlockStore, who: Principal, wanted: Sequence[HeldChunk]
+) -> HoldResult:
+    """Record this account's completed uploads that no commit names yet (idempotent).
+
+    One write transaction with the account row locked, like `revisions.confirm_uploads`:
+    the store's evidence is consumed by `finish_upload`, so consuming it and recording the
+    hold must be one step per account, or a concurrent commit could miss both. A chunk
+    already owned is answered as held; an existing hold is refreshed (`held_at`), which is
+    what keeps a slow upload's early chunks younger than the GC grace period.
+    """
+    first: dict[ObjectName, HeldChunk] = {}
+    for item in wanted:
+        first.setdefault(item.object, item)
+    objects = sorted(first)
+    held: dict[ObjectName, int] = {}
+    missing: list[ObjectName] = []
+    if not objects:
+        return HoldResult(held, missing)
+    now = utcnow()
+    with db.write() as conn:
+        conn.execute(select(account.c.id).where(account.c.id == who.account_id).with_for_update())
+        for row in conn.execute(
+            select(chunk_owner.c.object, chunk.c.stored_size)
+            .join(chunk, chunk.c.object == chunk_owner.c.object)
+            .where(chunk_owner.c.account_id == who.account_id, chunk_owner.c.object.in_(objects))
+        ):
+            held[ObjectName(row.object)] = int(row.stored_size)
+        already = {
+            ObjectName(row.object): int(row.stored_size)
+            for row in conn.execute(
+                select(held_upload.c.object, held_upload.c.stored_size).where(
+                    held_upload.c.account_id == who.account_id,
+                    held_upload.c.object.in_([o for o in objects if o not in held]),
+                )
+            )
+        }
+        if already:
+            conn.execute(
+                update(held_upload)
+                .where(
+                    held_upload.c.account_id == who.account_id,
+                    held_upload.c.object.in_(sorted(already)),
+                )
+                .values(held_at=now)
+            )
+            held.update(already)
+        rows = []
+        for obj in objects:
+            if obj in held:
+                continue
+            stored_size = store.finish_upload(obj, who.account_id)
+            if stored_size is None:
+                missing.append(obj)
+                continue
+            held[obj] = stored_size
+            item = first[obj]
+            rows.append(
+                {
+                    "account_id": who.account_id,
+                    "object": obj,
+                    "hash": item.hash,
+                    "plain_size": item.plain_size,
+                    "stored_size": stored_size,
+                    "held_at": now,
+                }
+            )
+        upsert_ignore(conn, held_upload, rows, ["account_id", "object"])
+    return HoldResult(held, missing)
+
+
+def claim_held(
+    conn: Connection, account_id: AccountId, refs: Sequence[ChunkRef]
+) -> list[tuple[ChunkRef, int]]:
+    """Consume this account's holds on the refs' objects (inside the caller's write
+    transaction); return each held ref with the stored size the store confirmed, ready for
+    `record_uploads`."""
+    objects = sorted({r.object for r in refs})
+    if not objects:
+        return []
+    sizes = {
+        ObjectName(row.object): int(row.stored_size)
+        for row in conn.execute(
+            select(held_upload.c.object, held_upload.c.stored_size).where(
+                held_upload.c.account_id == account_id, held_upload.c.object.in_(objects)
+            )
+        )
+    }
+    if not sizes:
+        return []
+    conn.execute(
+        delete(held_upload).where(
+            held_upload.c.account_id == account_id, held_upload.c.object.in_(sorted(sizes))
+        )
+    )
+    first: dict[ObjectName, ChunkRef] = {}
+    for ref in refs:
+        if ref.object in sizes:
+            first.setdefault(ref.object, ref)
+    return [(ref, sizes[obj]) for obj, ref in first.items()]

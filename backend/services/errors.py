@@ -14,6 +14,8 @@ and a wire code. The tree:
     ├── FileTooLarge
     └── Refused               a rule of the current state says no (409 family)
         ├── Conflict          precondition (base_version/base_revision) is stale
+        ├── CrossShare        a move into or out of a shared folder (another namespace)
+        ├── NestedShare       sharing inside (or around) an already shared folder
         ├── NameTaken         a live sibling has the name
         ├── Cycle, NotEmpty, NotADirectory, IdTaken, NameExists, QuotaExceeded
         └── MissingChunks     objects not durably uploaded by this account
@@ -28,6 +30,7 @@ from backend.services.types import Node, ObjectName
 __all__ = [
     "BadRequest",
     "Conflict",
+    "CrossShare",
     "Cycle",
     "FileTooLarge",
     "Forbidden",
@@ -38,8 +41,10 @@ __all__ = [
     "NameTaken",
     "NotADirectory",
     "NotEmpty",
+    "NestedShare",
     "NotFound",
     "QuotaExceeded",
+    "RateLimited",
     "Refused",
     "RegistrationClosed",
     "ServiceError",
@@ -102,6 +107,22 @@ class Conflict(Refused):
 
 class NameTaken(Refused):
     pass
+
+
+class CrossShare(Refused):
+    pass
+
+
+class NestedShare(Refused):
+    pass
+
+
+class RateLimited(ServiceError):
+    """Too many failed password attempts; `retry_after` is in whole seconds."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Cycle(Refused):

@@ -19,8 +19,10 @@ from __future__ import annotations
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from backend.db.tables import journal, namespace, revision
+from backend.services import access
 from backend.services.clock import as_utc, utcnow
 from backend.services.errors import NotFound
+from backend.services.notify import note_appended
 from backend.services.rows import node_from_json, node_to_json, revision_from_row
 from backend.services.types import (
     DeviceId,
@@ -73,14 +75,18 @@ def record(
     seq: int,
     op: JournalOp,
     node: Node,
-    device_id: DeviceId,
+    device_id: DeviceId | None,
     revision_id: RevisionId | None = None,
+    *,
+    into: NamespaceId | None = None,
 ) -> None:
-    """Append the entry for `seq` (allocated by `next_seq` in this transaction)."""
+    """Append the entry for `seq` (allocated by `next_seq` in this transaction) to the
+    journal of `into`, by default the node's own namespace. (The root of a share is moved
+    in its owner's tree: that entry goes to the tree's journal, see docs/backend.md.)"""
     conn.execute(
         _INSERT_ENTRY,
         {
-            "namespace_id": node.namespace_id,
+            "namespace_id": into or node.namespace_id,
             "seq": seq,
             "op": op.value,
             "node_id": node.id,
@@ -90,6 +96,7 @@ def record(
             "at": utcnow(),
         },
     )
+    note_appended(conn, into or node.namespace_id, seq)  # published once committed
 
 
 def read_feed(
@@ -97,10 +104,12 @@ def read_feed(
 ) -> JournalPage:
     """Entries with seq > `after`, at most `limit`, oldest first.
 
-    Raises NotFound for a namespace the caller cannot read.
+    Raises NotFound for a namespace the caller cannot read (`access.role_in`).
     """
-    if namespace_id != who.namespace_id:
-        raise NotFound("no such namespace")
+    try:
+        access.role_in(conn, who, namespace_id)
+    except NotFound:
+        raise NotFound("no such namespace") from None
     limit = max(1, min(limit, MAX_PAGE))
     params = {"b_namespace": namespace_id, "b_after": after, "b_limit": limit + 1}
     rows = conn.execute(_FEED_PAGE, params).all()
@@ -113,7 +122,7 @@ def read_feed(
             op=JournalOp(r.op),
             node=node_from_json(r.node),
             revision=revisions.get(r.revision_id) if r.revision_id is not None else None,
-            device_id=DeviceId(r.device_id),
+            device_id=DeviceId(r.device_id) if r.device_id is not None else None,
             at=as_utc(r.at),
         )
         for r in rows

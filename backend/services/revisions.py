@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 from sqlalchemy import Connection, and_, insert, select, update
 
 from backend.db.engine import Database
-from backend.db.tables import account, chunk, journal, revision, revision_chunk
-from backend.services import chunks
+from backend.db.tables import account, chunk, journal, namespace, revision, revision_chunk
+from backend.services import access, chunks, usage
 from backend.services import journal as feed
 from backend.services.clock import utcnow
 from backend.services.errors import (
@@ -46,6 +46,7 @@ from backend.services.tree import add_used_bytes, get_node, write_node
 from backend.services.types import (
     ChunkRef,
     JournalOp,
+    NamespaceId,
     NodeId,
     NodeKind,
     ObjectName,
@@ -88,8 +89,12 @@ def confirm_uploads(
         # commit naming the same object finds the evidence gone but the ownership not yet
         # committed, and is refused `missing_chunks` for an object that was uploaded.
         _lock_account(conn, who)
-        confirmed = []
-        for ref in _first_ref_per_object(new.chunks, chunks.unowned(conn, who.account_id, unowned)):
+        # Chunks held since an earlier (maybe interrupted) upload: the store confirmed them
+        # then, so the hold is the evidence now.
+        confirmed = chunks.claim_held(conn, who.account_id, new.chunks)
+        held = {ref.object for ref, _ in confirmed}
+        still = [o for o in chunks.unowned(conn, who.account_id, unowned) if o not in held]
+        for ref in _first_ref_per_object(new.chunks, still):
             stored_size = store.finish_upload(ref.object, who.account_id)
             if stored_size is not None:
                 confirmed.append((ref, stored_size))
@@ -108,9 +113,10 @@ def commit(
 ) -> Outcome:
     """Step 2, inside the caller's write transaction (see the module docstring)."""
     check_manifest(new.size, new.chunks, max_file_bytes)
-    feed.lock_namespace(conn, who.namespace_id)
-    current = get_node(conn, who.namespace_id, node_id)
-    replay = _replay(conn, who, node_id, new.revision_id)
+    ns = access.node_for_write(conn, who, node_id).namespace_id  # own tree or a share
+    feed.lock_namespace(conn, ns)
+    current = get_node(conn, ns, node_id)
+    replay = _replay(conn, ns, node_id, new.revision_id)
     if replay is not None:
         return replay
     if current.kind is not NodeKind.FILE:
@@ -122,9 +128,9 @@ def commit(
     if missing:
         raise MissingChunks(missing)
     chunks.check_stored_sizes(conn, new.chunks)
-    _check_quota(conn, who, new.size - current.size)
+    _check_quota(conn, who, new.size - current.size, ns)
 
-    seq = feed.next_seq(conn, who.namespace_id)
+    seq = feed.next_seq(conn, ns)
     made = Revision(
         id=new.revision_id,
         node_id=node_id,
@@ -138,6 +144,7 @@ def commit(
     )
     _insert_revision(conn, made, seq)
     add_used_bytes(conn, current.namespace_id, new.size - current.size)
+    usage.add(conn, current.parent_id, new.size - current.size, 0)  # folder sizes
     updated = replace(
         current,
         size=new.size,
@@ -180,12 +187,18 @@ def _insert_revision(conn: Connection, made: Revision, seq: int) -> None:
         )
 
 
-def _check_quota(conn: Connection, who: Principal, growth: int) -> None:
-    """Refuse growth beyond the quota; shrinking is always allowed (even when over)."""
+def _check_quota(
+    conn: Connection, who: Principal, growth: int, ns: NamespaceId | None = None
+) -> None:
+    """Refuse growth beyond the quota of the owner of `ns` (default: the caller's own tree;
+    a shared folder's bytes count against its owner, whoever writes them); shrinking is
+    always allowed (even when over)."""
     if growth <= 0:
         return
     row = conn.execute(
-        select(account.c.quota_bytes, account.c.used_bytes).where(account.c.id == who.account_id)
+        select(account.c.quota_bytes, account.c.used_bytes).where(
+            account.c.id == access.namespace_info(conn, ns or who.namespace_id).owner
+        )
     ).one()
     if row.quota_bytes is not None and row.used_bytes + growth > row.quota_bytes:
         raise QuotaExceeded(
@@ -199,7 +212,7 @@ def _stored_revision(conn: Connection, revision_id: RevisionId) -> Revision | No
 
 
 def _replay(
-    conn: Connection, who: Principal, node_id: NodeId, revision_id: RevisionId
+    conn: Connection, current_ns: NamespaceId, node_id: NodeId, revision_id: RevisionId
 ) -> Outcome | None:
     """The stored result of an earlier commit with this id, or None if there was none."""
     stored = _stored_revision(conn, revision_id)
@@ -208,10 +221,20 @@ def _replay(
     if stored.node_id != node_id or stored.kind is not RevisionKind.CONTENT:
         raise IdTaken("a revision with this id already exists")
     # The revision's seq is its commit's journal seq: the entry holds the node as it was.
+    # That journal is the node's namespace at commit time, which sharing may have changed
+    # since: any namespace of the same owner (a share's nodes move into a new one).
     seq = select(revision.c.seq).where(revision.c.id == revision_id).scalar_subquery()
+    owner = access.namespace_info(conn, current_ns).owner
     snapshot = conn.execute(
         select(journal.c.node).where(
-            and_(journal.c.namespace_id == who.namespace_id, journal.c.seq == seq)
+            and_(
+                journal.c.namespace_id.in_(
+                    select(namespace.c.id).where(namespace.c.owner_account_id == owner)
+                ),
+                journal.c.seq == seq,
+                journal.c.revision_id == revision_id,
+                journal.c.op == JournalOp.COMMIT.value,
+            )
         )
     ).scalar_one()
     return Outcome(node=node_from_json(snapshot), revision=stored, created=False)
@@ -226,7 +249,7 @@ def _first_ref_per_object(refs: tuple[ChunkRef, ...], wanted: list[ObjectName]) 
 
 def list_revisions(conn: Connection, who: Principal, node_id: NodeId) -> tuple[Revision, ...]:
     """The node's history, newest first, without manifests."""
-    get_node(conn, who.namespace_id, node_id)
+    access.node_for_read(conn, who, node_id)
     rows = conn.execute(
         select(revision).where(revision.c.node_id == node_id).order_by(revision.c.seq.desc())
     ).all()
@@ -238,5 +261,5 @@ def get_revision(conn: Connection, who: Principal, revision_id: RevisionId) -> R
     stored = _stored_revision(conn, revision_id)
     if stored is None:
         raise NotFound("no such revision")
-    get_node(conn, who.namespace_id, stored.node_id)
+    access.node_for_read(conn, who, stored.node_id)
     return stored

@@ -6,8 +6,12 @@ precondition against the locked state, applies, and appends its journal entry â€
 change and its journal entry commit together or not at all. Any refusal raises a
 `ServiceError` and the caller's transaction rolls back.
 
-Every lookup is scoped to the caller's namespace: a node of another account is simply
-"not found", which is how the API avoids revealing that it exists.
+Who may do what is decided by `backend.services.access` (owner, editor, viewer): a node the
+caller has no role on is simply "not found", which is how the API avoids revealing that it
+exists; a viewer's change is 403. A change locks and journals the namespace of the node it
+changes (the caller's own tree, or a shared folder); moves never cross namespaces
+(409 `cross_share`), except that the owner moves or renames a share's root node inside its
+own tree, which is journalled in the tree that holds it.
 
 The statements run on every request are built once, at import, with `bindparam`s, and
 executed with parameter dicts: building a SQLAlchemy statement and computing its cache key
@@ -23,12 +27,13 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, bindparam, false, insert, literal, select, update
 
-from backend.db.tables import account, node, revision
-from backend.services import journal
+from backend.db.tables import account, namespace, node, revision
+from backend.services import access, journal, shares, usage
 from backend.services.clock import utcnow
 from backend.services.errors import (
     BadRequest,
     Conflict,
+    CrossShare,
     Cycle,
     Forbidden,
     IdTaken,
@@ -63,6 +68,7 @@ __all__ = [
     "delete_node",
     "get_node",
     "list_children",
+    "restore_node",
     "update_node",
 ]
 
@@ -92,6 +98,16 @@ _HAS_LIVE_CHILDREN = (
     .limit(1)
 )
 _INSERT_NODE = insert(node)
+_ADD_USED_BYTES = (
+    update(account)
+    .where(
+        account.c.id
+        == select(namespace.c.owner_account_id)
+        .where(namespace.c.id == bindparam("b_namespace"))
+        .scalar_subquery()
+    )
+    .values(used_bytes=account.c.used_bytes + bindparam("b_delta"))
+)
 _WRITE_NODE = update(node).where(
     node.c.id == bindparam("b_id"), node.c.version == bindparam("b_version")
 )
@@ -141,7 +157,7 @@ def list_children(
     The cursor is the last name returned (opaque to clients): entries inserted before it
     during a walk are not seen, entries after it are, none is repeated or skipped.
     """
-    parent = get_node(conn, who.namespace_id, node_id)
+    parent, _ = access.node_for_read(conn, who, node_id)
     if parent.kind is not NodeKind.DIR:
         raise NotADirectory("not a directory", current=parent)
     page_size = max(1, min(page_size, MAX_PAGE_SIZE))
@@ -162,7 +178,7 @@ def _encode_cursor(name: str) -> str:
 def _decode_cursor(cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if not raw.startswith(b"n:"):
+        if not raw.startswith(b"n:") or b"\0" in raw:  # no name holds NUL (nor can PG's text)
             raise ValueError(cursor)
         return raw[2:].decode()
     except (ValueError, binascii.Error) as exc:
@@ -204,12 +220,13 @@ def create_node(conn: Connection, who: Principal, new: NewNode) -> Outcome:
     check_name(new.name)
     check_mode(new.mode)
     check_target(new.kind, new.target)
-    journal.lock_namespace(conn, who.namespace_id)
+    namespace_id = access.node_for_write(conn, who, new.parent_id).namespace_id
+    journal.lock_namespace(conn, namespace_id)
     existing = conn.execute(_NODE_ANYWHERE, {"b_id": new.id}).first()
     if existing is not None:
         found = node_from_row(existing)
         same = (found.namespace_id, found.parent_id, found.name, found.kind) == (
-            who.namespace_id,
+            namespace_id,
             new.parent_id,
             new.name,
             new.kind,
@@ -217,13 +234,13 @@ def create_node(conn: Connection, who: Principal, new: NewNode) -> Outcome:
         if not same:
             raise IdTaken("a node with this id already exists")
         return Outcome(node=found, created=False)
-    _live_dir(conn, who.namespace_id, new.parent_id)
+    _live_dir(conn, namespace_id, new.parent_id)
     sibling = _live_child(conn, new.parent_id, new.name)
     if sibling is not None:
         raise NameTaken("the name is taken", current=sibling)
     created = Node(
         id=new.id,
-        namespace_id=who.namespace_id,
+        namespace_id=namespace_id,
         parent_id=new.parent_id,
         name=new.name,
         kind=new.kind,
@@ -252,7 +269,9 @@ def create_node(conn: Connection, who: Principal, new: NewNode) -> Outcome:
             "created_at": utcnow(),
         },
     )
-    seq = journal.next_seq(conn, who.namespace_id)
+    if created.kind is NodeKind.FILE:
+        usage.add(conn, created.parent_id, 0, 1)  # folder sizes (services/usage.py)
+    seq = journal.next_seq(conn, namespace_id)
     journal.record(conn, seq, JournalOp.CREATE, created, who.device_id)
     return Outcome(node=created, cursor=seq)
 
@@ -266,13 +285,22 @@ def update_node(conn: Connection, who: Principal, node_id: NodeId, change: NodeC
     """
     if change.mode is not None:
         check_mode(change.mode)
-    journal.lock_namespace(conn, who.namespace_id)
-    current = get_node(conn, who.namespace_id, node_id)
+    found = access.node_for_write(conn, who, node_id)
+    moving = (change.parent_id or found.parent_id, change.name or found.name) != (
+        found.parent_id,
+        found.name,
+    )
+    # The journal that records the change: the node's namespace, except for moving a
+    # share's root, which changes the owner's tree that holds it (docs/backend.md).
+    feed = _share_root_tree(conn, who, found) if moving else None
+    ns = feed or found.namespace_id
+    journal.lock_namespace(conn, ns)
+    current = get_node(conn, found.namespace_id, node_id)
     if current.deleted or current.version != change.base_version:
         raise Conflict("base_version is not the node's current version", current=current)
     parent_id = change.parent_id if change.parent_id is not None else current.parent_id
     name = change.name if change.name is not None else current.name
-    moving = (parent_id, name) != (current.parent_id, current.name)
+    moving = (parent_id, name) != (current.parent_id, current.name)  # == before: same version
     if change.replace_id is not None and not moving:
         raise BadRequest("replace_id is only meaningful with a move or rename")
     if change.replace_version is not None and change.replace_id is None:
@@ -281,8 +309,8 @@ def update_node(conn: Connection, who: Principal, node_id: NodeId, change: NodeC
         if current.parent_id is None or parent_id is None:
             raise Forbidden("the root cannot be moved or renamed")
         check_name(name)
-        _check_destination(conn, who, current, parent_id)
-        _clear_destination(conn, who, current, parent_id, name, change)
+        _check_destination(conn, who, ns, current, parent_id)
+        _clear_destination(conn, who, ns, current, parent_id, name, change)
     updated = replace(
         current,
         parent_id=parent_id,
@@ -291,21 +319,47 @@ def update_node(conn: Connection, who: Principal, node_id: NodeId, change: NodeC
         mtime_ns=change.mtime_ns if change.mtime_ns is not None else current.mtime_ns,
         version=current.version + 1,
     )
+    usage.moved(conn, current, current.parent_id, parent_id)  # folder sizes
     write_node(conn, current, updated)
-    seq = journal.next_seq(conn, who.namespace_id)
-    journal.record(conn, seq, JournalOp.UPDATE, updated, who.device_id)
+    seq = journal.next_seq(conn, ns)
+    journal.record(conn, seq, JournalOp.UPDATE, updated, who.device_id, into=ns)
     return Outcome(node=updated, cursor=seq)
 
 
-def _check_destination(conn: Connection, who: Principal, moved: Node, parent_id: NodeId) -> None:
-    """The new parent is a live directory, not the moved node nor below it."""
-    parent = _live_dir(conn, who.namespace_id, parent_id)
+def _share_root_tree(conn: Connection, who: Principal, moved: Node) -> NamespaceId | None:
+    """For the root of a share: the namespace of the tree holding it (its parent's), which
+    only that tree's owner may change (recipients place a share with the share API);
+    None for any other node."""
+    info = access.namespace_info(conn, moved.namespace_id)
+    if info.root_id != moved.id or moved.parent_id is None:
+        return None
+    holder = access.find_node(conn, moved.parent_id).namespace_id
+    if access.namespace_info(conn, holder).owner != who.account_id:
+        raise Forbidden("only the owner moves or renames a shared folder in their tree")
+    return holder
+
+
+def _check_destination(
+    conn: Connection, who: Principal, ns: NamespaceId, moved: Node, parent_id: NodeId
+) -> None:
+    """The new parent is a live directory of the same namespace, not the moved node nor
+    below it. A parent in another namespace the caller can see is 409 `cross_share`."""
+    target, _ = access.node_for_read(conn, who, parent_id)
+    if target.namespace_id != ns:
+        raise CrossShare("a move cannot cross into or out of a shared folder", current=moved)
+    parent = _live_dir(conn, ns, parent_id)
     if moved.kind is NodeKind.DIR and _is_within(conn, parent.id, moved.id):
         raise Cycle("a directory cannot be moved inside itself", current=moved)
 
 
 def _clear_destination(
-    conn: Connection, who: Principal, moved: Node, parent_id: NodeId, name: str, change: NodeChange
+    conn: Connection,
+    who: Principal,
+    ns: NamespaceId,
+    moved: Node,
+    parent_id: NodeId,
+    name: str,
+    change: NodeChange,
 ) -> None:
     """Make sure (parent_id, name) is free for `moved`, deleting `replace_id` if asked."""
     occupant = _live_child(conn, parent_id, name)
@@ -315,7 +369,7 @@ def _clear_destination(
         return
     if change.replace_id == moved.id:
         raise BadRequest("a node cannot replace itself")
-    replaced = get_node(conn, who.namespace_id, change.replace_id)
+    replaced = get_node(conn, ns, change.replace_id)
     if occupant is None or occupant.id != replaced.id:
         if occupant is not None:
             raise NameTaken("replace_id is not the node at the destination", current=occupant)
@@ -324,37 +378,54 @@ def _clear_destination(
         raise Conflict("replace_version is not the replaced node's version", current=replaced)
     if replaced.kind is NodeKind.DIR and _has_live_children(conn, replaced.id):
         raise NotEmpty("the replaced directory is not empty", current=replaced)
-    _tombstone(conn, who, replaced)
+    _tombstone(conn, who, replaced, ns)
 
 
 def delete_node(conn: Connection, who: Principal, node_id: NodeId, base_version: int) -> Outcome:
-    """Delete (tombstone) a node; a directory must have no live children."""
-    journal.lock_namespace(conn, who.namespace_id)
-    current = get_node(conn, who.namespace_id, node_id)
+    """Delete (tombstone) a node; a directory must have no live children.
+
+    Deleting a share's root (its owner only) is journalled in the owner's tree that holds
+    it, and ends every share of it (`shares.end_namespace`)."""
+    found = access.node_for_write(conn, who, node_id)
+    feed = _share_root_tree(conn, who, found)
+    ns = feed or found.namespace_id
+    journal.lock_namespace(conn, ns)
+    current = get_node(conn, found.namespace_id, node_id)
     if current.parent_id is None:
         raise Forbidden("the root cannot be deleted")
     if current.deleted or current.version != base_version:
         raise Conflict("base_version is not the node's current version", current=current)
     if current.kind is NodeKind.DIR and _has_live_children(conn, current.id):
         raise NotEmpty("the directory is not empty", current=current)
-    return _tombstone(conn, who, current)
+    if feed is not None:
+        shares.end_namespace(conn, current.namespace_id, who.device_id)
+    return _tombstone(conn, who, current, ns)
 
 
-def _tombstone(conn: Connection, who: Principal, victim: Node) -> Outcome:
+def _tombstone(conn: Connection, who: Principal, victim: Node, ns: NamespaceId) -> Outcome:
     """Mark `victim` deleted; a file also gets a tombstone revision as its new head.
 
     The file's bytes leave the account's `used_bytes` here (quota counts live heads only);
     chunk refcounts stay, since history still references them.
     """
-    seq = journal.next_seq(conn, who.namespace_id)
+    seq = journal.next_seq(conn, ns)
     tomb: Revision | None = None
     deleted = replace(victim, deleted=True, version=victim.version + 1)
     if victim.kind is NodeKind.FILE:
         tomb = _add_tombstone(conn, who, victim, seq)
         add_used_bytes(conn, victim.namespace_id, -victim.size)
+        usage.add(conn, victim.parent_id, -victim.size, -1)  # folder sizes
         deleted = replace(deleted, head_revision=tomb.id, size=0)
     write_node(conn, victim, deleted)
-    journal.record(conn, seq, JournalOp.DELETE, deleted, who.device_id, tomb.id if tomb else None)
+    # The trash's record of it (backend/services/versions.py): when, and from which device.
+    conn.execute(
+        update(node)
+        .where(node.c.id == victim.id)
+        .values(deleted_at=utcnow(), deleted_by=who.device_id)
+    )
+    journal.record(
+        conn, seq, JournalOp.DELETE, deleted, who.device_id, tomb.id if tomb else None, into=ns
+    )
     return Outcome(node=deleted, revision=tomb, cursor=seq)
 
 
@@ -411,10 +482,78 @@ def write_node(conn: Connection, before: Node, after: Node) -> None:
 
 
 def add_used_bytes(conn: Connection, namespace_id: NamespaceId, delta: int) -> None:
-    """Adjust the quota usage of the account owning the namespace (same transaction)."""
+    """Adjust the quota usage of the account owning the namespace (same transaction): a
+    shared folder's bytes count against its owner, whoever writes them."""
     if delta:
-        conn.execute(
-            update(account)
-            .where(account.c.namespace_id == namespace_id)
-            .values(used_bytes=account.c.used_bytes + delta)
-        )
+        conn.execute(_ADD_USED_BYTES, {"b_namespace": namespace_id, "b_delta": delta})
+
+
+def restore_node(
+    conn: Connection, who: Principal, node_id: NodeId, name: str | None = None
+) -> Outcome:
+    """Bring a deleted node back where it was, for a device whose change must survive a
+    concurrent delete (docs/sync.md, "Conflicts"): an edit of a deleted file, or a create or
+    move into a deleted folder.
+
+    The node keeps its id, so every change the device still has queued for it (or below
+    it) applies as it is. A file's head goes back to the content revision its tombstone
+    replaced (the same revision id: a device that edited from it commits on top without a
+    conflict). Refusals tell the device what to do first: a deleted parent is 409
+    `not_a_directory` with `current` = that parent (restore it first); a live sibling on
+    the name is 409 `name_taken` with `current` = the sibling (ask again with `name`). A
+    live node is answered as it is, with no change and no journal entry, so a replay or a
+    race with another restore is harmless. The restore is journalled as a `create` of the
+    node (with the head revision's manifest for a file). Quota is not checked: the bytes
+    were the account's a moment ago, and refusing would lose the device's work.
+    """
+    found = access.node_for_write(conn, who, node_id)
+    journal.lock_namespace(conn, found.namespace_id)
+    current = get_node(conn, found.namespace_id, node_id)
+    if current.parent_id is None:
+        raise Forbidden("the root cannot be restored")
+    if name is not None:
+        check_name(name)
+    if not current.deleted:
+        return Outcome(node=current, created=False)
+    parent = get_node(conn, found.namespace_id, current.parent_id)
+    if parent.kind is not NodeKind.DIR or parent.deleted:
+        raise NotADirectory("the parent is deleted: restore it first", current=parent)
+    target = name if name is not None else current.name
+    occupant = _live_child(conn, parent.id, target)
+    if occupant is not None:
+        raise NameTaken("the name is taken", current=occupant)
+    head: RevisionId | None = None
+    size = 0
+    if current.kind is NodeKind.FILE and current.head_revision is not None:
+        row = conn.execute(
+            select(revision.c.base_revision_id).where(revision.c.id == current.head_revision)
+        ).first()
+        base = row.base_revision_id if row is not None else None
+        if base is not None:
+            kept = conn.execute(
+                select(revision.c.size).where(
+                    revision.c.id == base, revision.c.kind == RevisionKind.CONTENT.value
+                )
+            ).first()
+            if kept is not None:
+                head, size = RevisionId(base), int(kept.size)
+    restored = replace(
+        current,
+        name=target,
+        deleted=False,
+        head_revision=head if current.kind is NodeKind.FILE else current.head_revision,
+        size=size,
+        version=current.version + 1,
+    )
+    write_node(conn, current, restored)
+    conn.execute(
+        update(node).where(node.c.id == current.id).values(deleted_at=None, deleted_by=None)
+    )
+    add_used_bytes(conn, current.namespace_id, size)
+    if current.kind is NodeKind.FILE:
+        usage.add(conn, current.parent_id, size, 1)  # folder sizes
+    seq = journal.next_seq(conn, current.namespace_id)
+    journal.record(
+        conn, seq, JournalOp.CREATE, restored, who.device_id, head, into=current.namespace_id
+    )
+    return Outcome(node=restored, cursor=seq)

@@ -199,7 +199,7 @@ class JournalEntry:
     op: JournalOp
     node: Node
     revision: Revision | None
-    device_id: DeviceId
+    device_id: DeviceId | None  # None: made by the service (a restore), see tables.journal
     at: datetime
 
 

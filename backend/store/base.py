@@ -24,7 +24,23 @@ __all__ = [
     "ChecksumMismatch",
     "PresignedRequest",
     "StoreError",
+    "StoredObject",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One object as the store lists it (garbage collection and scrub).
+
+    Attributes:
+        modified: aware UTC time the object was last written: the GC never deletes an
+            object with no metadata row younger than its grace period (an upload may be
+            on its way to a commit).
+    """
+
+    name: str
+    size: int
+    modified: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +93,14 @@ class BlockStore(Protocol):
 
     def iter_objects(self) -> Iterator[str]:
         """Every stored object name (for scrub and GC), in no particular order."""
+        ...
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Every stored object with its size and time, in no particular order."""
+        ...
+
+    def read_object(self, object: str) -> bytes | None:
+        """The object's bytes (scrub), or None if it is absent."""
         ...
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from backend.durable import fsync_dir, makedirs_durably
-from backend.store.base import ChecksumMismatch, PresignedRequest, StoreError
+from backend.store.base import ChecksumMismatch, PresignedRequest, StoredObject, StoreError
 from backend.store.signing import UrlSigner
 
 __all__ = ["BLOCKS_PATH", "LocalBlockStore", "ObjectTooLarge", "Upload"]
@@ -105,6 +105,23 @@ class LocalBlockStore:
         for prefix in sorted((self.root / "objects").iterdir()):
             for path in prefix.iterdir():
                 yield path.name
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        for prefix in sorted((self.root / "objects").iterdir()):
+            with os.scandir(prefix) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat()
+                    except FileNotFoundError:  # deleted while we listed
+                        continue
+                    modified = datetime.fromtimestamp(info.st_mtime, UTC)
+                    yield StoredObject(entry.name, info.st_size, modified)
+
+    def read_object(self, object: str) -> bytes | None:
+        try:
+            return self.object_path(object).read_bytes()
+        except FileNotFoundError:
+            return None
 
     # ---- serving ---------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ Space model (admission-time accounting):
 - Before a write may allocate space, the cache estimates the growth (`SEEK_HOLE`: an
   overwrite of allocated bytes costs nothing), then
   1. evicts clean content, least recently used first, while used + growth exceeds
-     `cache_size` -- never dirty content, and never a pinned inode (open, being fetched or
-     uploaded);
+     `cache_size` -- never dirty content, never an inode in use (open, being fetched or
+     uploaded), and never a file the user pinned for offline use (`mountfs.state.pins`;
+     pinned content counts towards `used`, so a cache full of pins evicts everything else);
   2. refuses with ENOSPC if dirty content would exceed `dirty_size`, or if the disk would
      keep less than `min_free` bytes free after evicting what it can.
   A refused write loses nothing: the application sees ENOSPC, as on a full local disk.
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import trio
 
-from mountfs.state import extents, nodes
+from mountfs.state import extents, nodes, pins
 from mountfs.state.db import StateDb
 from mountfs.state.schema import EXTENT_PRESENT
 
@@ -55,6 +56,7 @@ INLINE_IO_MAX = 256 * 1024
 
 _PAGE = 4096
 _GiB = 1 << 30
+_EVICT_WINDOW = 128  # LRU candidates checked against the user's pins in one query
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +230,10 @@ class BlockCache:
         """Protect `ino`'s content from eviction (open file, fetch or upload in progress)."""
         self._pins[ino] = self._pins.get(ino, 0) + 1
 
+    def is_pinned(self, ino: int) -> bool:
+        """True while `ino` is open, being fetched or being uploaded (see `pin`)."""
+        return ino in self._pins
+
     def unpin(self, ino: int) -> None:
         left = self._pins[ino] - 1
         if left:
@@ -361,17 +367,36 @@ class BlockCache:
         Returns the bytes freed (less than `need` if nothing else may be evicted).
         """
         freed = 0
+        window: list[int] = []
         for ino in list(self._lru):
             if freed >= need:
                 break
             alloc = self._alloc.get(ino, 0)
             if alloc == 0 or ino in self._pins or ino in self._dirty or self.is_open(ino):
                 continue
+            window.append(ino)
+            if len(window) == _EVICT_WINDOW:
+                freed += self._evict_unpinned(window, need - freed)
+                window = []
+        if window and freed < need:
+            freed += self._evict_unpinned(window, need - freed)
+        if freed:
+            log.debug("evicted %d bytes (asked for %d)", freed, need)
+        return freed
+
+    def _evict_unpinned(self, candidates: list[int], need: int) -> int:
+        """Evict those of `candidates` (LRU order) that no user pin covers, up to `need`."""
+        kept = pins.covered(self._db.conn, candidates)
+        freed = 0
+        for ino in candidates:
+            if freed >= need:
+                break
+            if ino in kept:
+                continue
+            alloc = self._alloc.get(ino, 0)
             if self._forget_content(ino):
                 self.drop(ino)
                 freed += alloc
-        if freed:
-            log.debug("evicted %d bytes (asked for %d)", freed, need)
         return freed
 
     def _forget_content(self, ino: int) -> bool:

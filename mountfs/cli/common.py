@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import click
 import trio
 
 from mountfs.config import default_state_dir
+from mountfs.sync.transfers import DEFAULT_IN_FLIGHT, Bandwidth, parse_bwlimit
 from mountfs.transport.api import ApiClient, ApiError, Offline, open_api
 from mountfs.transport.auth import DeviceInfo, NotLoggedIn, load_device
 
@@ -29,6 +31,51 @@ state_option = click.option(
     help="Device state directory (default: $MOUNTFS_STATE or ~/.local/share/mountfs).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _bandwidth(ctx: click.Context, param: click.Parameter, value: str | None) -> Bandwidth:
+    try:
+        return parse_bwlimit(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+bwlimit_option = click.option(
+    "--bwlimit",
+    "bandwidth",
+    default=None,
+    callback=_bandwidth,
+    metavar="RATE",
+    help="Bandwidth limit in bytes/s: 10M for both directions, or UP:DOWN (10M:50M).",
+)
+transfers_option = click.option(
+    "--transfers",
+    "in_flight",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_IN_FLIGHT,
+    show_default=True,
+    help="Chunk transfers in flight at once.",
+)
+ca_file_option = click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CA certificate (PEM) to trust for the server, besides the system's "
+    "(e.g. the one `scripts/cluster up` prints); $SSL_CERT_FILE works too.",
+)
+
+
+def keep_ca_file(ca_file: Path, state_dir: Path) -> str:
+    """Check that `ca_file` holds a usable CA and copy it to `state_dir/ca.pem`, so the
+    device keeps trusting it even if the original moves; the copy's path."""
+    try:
+        ssl.create_default_context(cafile=str(ca_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise click.ClickException(f"{ca_file} is not a PEM CA certificate: {exc}") from exc
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kept = state_dir / "ca.pem"
+    kept.write_bytes(ca_file.read_bytes())
+    return str(kept)
 
 
 def state_path(state_dir: Path | None) -> Path:
@@ -70,7 +117,7 @@ def with_api(state_dir: Path | None, fn: Callable[[ApiClient], Awaitable[T]]) ->
     device = device_of(state_dir)
 
     async def call() -> T:
-        async with open_api(device.server, device.token) as api:
+        async with open_api(device.server, device.token, device.ca_file) as api:
             return await fn(api)
 
     return run_async(call)

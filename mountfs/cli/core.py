@@ -16,16 +16,21 @@ from rich.table import Table
 
 from mountfs import __version__
 from mountfs.cli.common import (
+    bwlimit_option,
+    ca_file_option,
     device_of,
     human_size,
     json_option,
+    keep_ca_file,
     print_json,
     read_password,
     run_async,
     state_option,
     state_path,
+    transfers_option,
     with_api,
 )
+from mountfs.sync.transfers import Bandwidth
 from mountfs.transport.api import open_api
 from mountfs.transport.auth import DeviceInfo, save_device
 
@@ -95,12 +100,13 @@ def account() -> None:
 @click.argument("name")
 @click.option("--server", required=True, help="Backend URL, e.g. http://127.0.0.1:8765")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def account_create(name: str, server: str, password_stdin: bool) -> None:
+@ca_file_option
+def account_create(name: str, server: str, password_stdin: bool, ca_file: Path | None) -> None:
     """Register the account NAME."""
     password = read_password(password_stdin, confirm=True)
 
     async def call() -> str:
-        async with open_api(server) as api:
+        async with open_api(server, ca_file=str(ca_file) if ca_file else None) as api:
             return (await api.create_account(name, password)).account_id
 
     account_id = run_async(call)
@@ -112,19 +118,30 @@ def account_create(name: str, server: str, password_stdin: bool) -> None:
 @click.option("--user", "user", required=True, help="Account name.")
 @click.option("--device", "label", default=None, help="Device label (default: host name).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@ca_file_option
 @state_option
 def login(
-    server: str, user: str, label: str | None, password_stdin: bool, state_dir: Path | None
+    server: str,
+    user: str,
+    label: str | None,
+    password_stdin: bool,
+    ca_file: Path | None,
+    state_dir: Path | None,
 ) -> None:
-    """Log this device in: its token is kept in the state directory (mode 0600)."""
+    """Log this device in: its token is kept in the state directory (mode 0600).
+
+    With --ca-file the CA is copied into the state directory and trusted from then on by
+    every command and the mount of this device (besides the system's CAs).
+    """
     password = read_password(password_stdin, confirm=False)
     label = label or socket.gethostname()
     state = state_path(state_dir)
+    kept_ca = keep_ca_file(ca_file, state) if ca_file else None
 
     async def call() -> DeviceInfo:
-        async with open_api(server) as api:
+        async with open_api(server, ca_file=kept_ca) as api:
             login = await api.login(user, password, label)
-        async with open_api(server, login.token) as api:
+        async with open_api(server, login.token, kept_ca) as api:
             me = await api.me()
         return DeviceInfo(
             server=server.rstrip("/"),
@@ -135,6 +152,7 @@ def login(
             root_id=me.root_id,
             namespace_id=me.namespace_id,
             token=login.token,
+            ca_file=kept_ca,
         )
 
     info = run_async(call)
@@ -178,12 +196,28 @@ def devices_revoke(ctx: click.Context, device_id: str, state_dir: Path | None) -
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING…")
 @click.option("--cache-size", type=int, default=None, help="Cache limit in bytes.")
+@click.option(
+    "--offline-read-timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds a read of uncached bytes waits for an unresponsive backend (then EIO).",
+)
+@click.option(
+    "--no-notify", is_flag=True, help="No desktop notifications (conflicts) from this mount."
+)
+@bwlimit_option
+@transfers_option
 def mount(
     mountpoint: Path,
     state_dir: Path | None,
     foreground: bool,
     log_level: str,
     cache_size: int | None,
+    offline_read_timeout: float,
+    no_notify: bool,
+    bandwidth: Bandwidth,
+    in_flight: int,
 ) -> None:
     """Mount the account logged in on this device at MOUNTPOINT."""
     from mountfs.mount import MountOptions
@@ -196,6 +230,10 @@ def mount(
         foreground=foreground,
         log_level=log_level.upper(),
         cache_size=cache_size,
+        offline_read_timeout=offline_read_timeout,
+        notify=not no_notify,
+        bandwidth=bandwidth,
+        in_flight=in_flight,
     )
     sys.exit(do_mount(options))
 
@@ -213,22 +251,28 @@ def umount(mountpoint: Path, timeout: float) -> None:
 @main.command()
 @state_option
 @json_option
-def status(state_dir: Path | None, as_json: bool) -> None:
-    """Online or offline, what waits to upload, cache use, last sync."""
+@click.option("--watch", is_flag=True, help="Show the transfers live until Ctrl-C.")
+def status(state_dir: Path | None, as_json: bool, watch: bool) -> None:
+    """Online or offline, what waits to upload, cache use, last sync, transfers."""
     from mountfs import control
     from mountfs.cache.block_cache import CACHE_DIR, CacheLimits
+    from mountfs.cli.transfers import transfers_view, watch_status
     from mountfs.status import Status, offline_status
 
     state = state_path(state_dir)
     device_of(state_dir)
-    try:
-        answer = control.request(state, {"cmd": "status"}, timeout=10)
-        report = Status(**answer["status"])
-    except control.NoDaemon:
-        limit_root = state / CACHE_DIR if (state / CACHE_DIR).is_dir() else state
-        report = offline_status(state, CacheLimits.for_disk(limit_root, None).cache_size)
-    except TimeoutError as exc:
-        raise click.ClickException(str(exc)) from exc
+
+    def fetch() -> Status:
+        try:
+            answer = control.request(state, {"cmd": "status"}, timeout=10)
+            return Status(**answer["status"])
+        except control.NoDaemon:
+            limit_root = state / CACHE_DIR if (state / CACHE_DIR).is_dir() else state
+            return offline_status(state, CacheLimits.for_disk(limit_root, None).cache_size)
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    report = fetch()
     if as_json:
         print_json(report.to_json())
         return
@@ -241,8 +285,17 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     table.add_row("waiting", f"{waiting} (+{report.pending_changes} changes)")
     cache = f"{human_size(report.cache_bytes)} of {human_size(report.cache_limit_bytes)}"
     table.add_row("cache", cache)
+    if report.pinned_files:
+        done = report.pinned_bytes - report.pinned_missing_bytes
+        pinned = f"{report.pinned_files} files, {human_size(done)} of "
+        pinned += f"{human_size(report.pinned_bytes)} downloaded"
+        table.add_row("pinned", pinned)
     table.add_row("last sync", report.last_sync or "never")
     Console().print(table)
+    if watch:
+        watch_status(fetch)
+    elif report.paused or report.transfers:
+        Console().print(transfers_view(report))
 
 
 @main.command()

@@ -30,6 +30,8 @@ from mountfs.vfs.errors import (
     AlreadyExists,
     BadHandle,
     ContentUnavailable,
+    CrossDevice,
+    FileTooLarge,
     FsError,
     InvalidArgument,
     IsADirectory,
@@ -41,6 +43,7 @@ from mountfs.vfs.errors import (
     NotPermitted,
     NotSupported,
     ReadOnly,
+    Unreachable,
 )
 
 __all__ = ["ERRNOS", "fuse_errors", "to_fuse_error"]
@@ -68,8 +71,16 @@ ERRNOS: dict[type[FsError], int] = {
     NoAttribute: pyfuse3.ENOATTR,  # ENODATA on Linux
     BadHandle: errno.EBADF,
     ReadOnly: errno.EROFS,
+    # Into or out of a shared folder (another namespace): rename(2)'s answer across
+    # filesystems, on which `mv` and file managers copy and delete instead.
+    CrossDevice: errno.EXDEV,
     # The bytes are not here and could not be fetched: an I/O error in POSIX terms.
     ContentUnavailable: errno.EIO,
+    # Past the largest file the backend stores: what write(2) and truncate(2) answer past
+    # RLIMIT_FSIZE or a filesystem's maximum, so `cp` says "File too large" at once.
+    FileTooLarge: errno.EFBIG,
+    # Needs the backend, which cannot be reached: "Network is unreachable" says why.
+    Unreachable: errno.ENETUNREACH,
 }
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mountfs.state.schema import ROOT_INO
+from mountfs.state import extents
+from mountfs.state.schema import EXTENT_PRESENT, ROOT_INO
 from mountfs.types import InodeNo, NodeId
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "by_name",
     "by_node_id",
     "children",
+    "complete_if_whole",
     "count",
     "delete",
     "dirty_files",
@@ -31,6 +33,8 @@ __all__ = [
     "has_children",
     "insert",
     "mark_clean",
+    "renumber",
+    "retired_id",
     "set_fields",
     "subdir_count",
     "unlinked",
@@ -200,6 +204,88 @@ def set_fields(conn: sqlite3.Connection, ino: int, fields: Mapping[str, object])
     conn.execute(
         f"UPDATE nodes SET {assignments} WHERE ino = ?", (*(fields[n] for n in names), ino)
     )
+
+
+def renumber(conn: sqlite3.Connection, ino: int) -> Node:
+    """Give a linked file a fresh inode number; the old number stays as an unlinked row.
+
+    Why: with the writeback cache the kernel owns the size and the pages of an inode it has
+    cached, and a reused number finds that cached inode again (PYFUSE3-NOTES §2, §3). New
+    remote content therefore arrives under a new number, as an atomic replace by rename
+    would: the name points to the new inode, while descriptors opened before keep the old
+    one and keep reading its bytes.
+
+    The new row takes the node's identity (`node_id`, name, attributes, versions) and its
+    xattrs. The old row keeps its content rows (`extents`, `chunk_map`) and its cache file,
+    so open descriptors can still read (and fetch) the old revision; it loses its name and
+    its `node_id` becomes `<node_id>~<ino>`, a *retired* id that no outbox op names, so it
+    is purged (`Inodes.maybe_purge`) as soon as the kernel and the last handle let go.
+    The caller gives the new row its content (chunk map, size, `complete`).
+
+    Returns:
+        The new row: incomplete with nothing cached (unless empty), no chunk map yet.
+    """
+    old = get(conn, ino)
+    if old is None or old.kind != "file" or old.parent_ino is None:
+        raise ValueError(f"inode {ino} is not a linked file")
+    conn.execute(
+        "UPDATE nodes SET node_id = ?, parent_ino = NULL, name = NULL WHERE ino = ?",
+        (retired_id(old.node_id, ino), ino),
+    )
+    cur = conn.execute(
+        "INSERT INTO nodes (node_id, parent_ino, name, kind, mode, uid, gid, size, atime_ns, "
+        "mtime_ns, ctime_ns, target, remote_version, remote_head_revision, remote_size, "
+        "complete, dirty, content_gen) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            old.node_id,
+            old.parent_ino,
+            old.name,
+            old.kind,
+            old.mode,
+            old.uid,
+            old.gid,
+            old.size,
+            old.atime_ns,
+            old.mtime_ns,
+            old.ctime_ns,
+            old.target,
+            old.remote_version,
+            old.remote_head_revision,
+            old.remote_size,
+            int(old.size == 0),  # no byte is cached under the new number yet
+            int(old.dirty),
+            old.content_gen,
+        ),
+    )
+    new_ino = int(cur.lastrowid or 0)
+    conn.execute("UPDATE xattrs SET ino = ? WHERE ino = ?", (new_ino, ino))
+    node = get(conn, new_ino)
+    assert node is not None
+    return node
+
+
+def complete_if_whole(conn: sqlite3.Connection, ino: int) -> bool:
+    """Mark an incomplete file complete if its `present` extents cover all of it.
+
+    Then the cache file is the content and the extents are dropped (schema invariant).
+    Returns True if the file is complete now.
+    """
+    node = get(conn, ino)
+    if node is None:
+        return False
+    if node.complete:
+        return True
+    if extents.gaps(conn, ino, EXTENT_PRESENT, 0, node.size):
+        return False
+    set_fields(conn, ino, {"complete": 1})
+    extents.clear(conn, ino, EXTENT_PRESENT)
+    return True
+
+
+def retired_id(node_id: str, ino: int) -> str:
+    """The `node_id` of an inode number that `renumber` has taken out of service."""
+    return f"{node_id}~{ino}"
 
 
 def children(conn: sqlite3.Connection, parent_ino: int, after_ino: int, limit: int) -> list[Node]:

@@ -64,6 +64,17 @@ Tables:
     has the row in flight: coalescing never touches claimed rows, and start-up releases
     them (a replay is safe: the backend answers a repeated `op_id` with its stored result).
     Content is not in the outbox: `nodes.dirty` is the queue of commits.
+
+`pins` -- what the user pinned for offline use (`mountfs pin`), by `node_id`, so a pin
+    follows its node through renames and new inode numbers. A pinned folder covers every
+    file below it, including files added later. Pinned files are kept complete
+    (`mountfs.sync.pinning`) and never evicted (`BlockCache.evict`). A pin whose node is
+    gone is dropped by the next pass of the pinner.
+
+`deferred_content` -- a remote revision that arrived for a clean file open for writing
+    here (`body`: the revision with its keys and the node's mtime, as JSON). It is applied
+    once the last writable handle is closed, if the file is still clean; a local write in
+    between makes the local commit meet the remote head as a conflict instead.
 """
 
 from __future__ import annotations
@@ -166,4 +177,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_by_node ON outbox(node_id);
 CREATE INDEX IF NOT EXISTS outbox_by_parent ON outbox(parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_by_replace ON outbox(replace_id) WHERE replace_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS pins (
+    node_id    TEXT PRIMARY KEY,
+    created_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS deferred_content (
+    node_id TEXT PRIMARY KEY,
+    body    TEXT NOT NULL
+) WITHOUT ROWID;
 """

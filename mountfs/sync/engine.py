@@ -31,11 +31,14 @@ from mountfs.state import nodes
 from mountfs.state.db import StateDb
 from mountfs.status import pending_from_db
 from mountfs.sync.apply import RemoteApplier
+from mountfs.sync.conflicts import CommitConflict, Resolver
 from mountfs.sync.push import Pusher
-from mountfs.sync.upload import CommitConflict, CommitRefused, Uploader
-from mountfs.transport.api import ApiClient
+from mountfs.sync.shared import SharedNamespaces
+from mountfs.sync.upload import CommitRefused, Uploader
+from mountfs.transport.api import ApiClient, JournalEntry
 from mountfs.transport.retry import RetryPolicy, is_temp_failure
 from mountfs.types import InodeNo
+from mountfs.vfs.files import MAX_FILE_META
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,8 @@ class SyncEngine:
         self._uploader = uploader
         self._applier = applier
         self._namespace_id = namespace_id
+        self.shared = SharedNamespaces(db, api, applier, namespace_id)
+        """The shared folders' journals this device follows too (mountfs.sync.shared)."""
         self._is_open_for_write = is_open_for_write
         self._push_wakeup = _Wakeup()
         self._pull_wakeup = _Wakeup()
@@ -103,6 +108,13 @@ class SyncEngine:
         self._watch: dict[InodeNo, _Watch] = {}
         self._refused: dict[InodeNo, float] = {}
         self.online = False
+        self.resolver: Resolver | None = None
+        """Keeps both sides of a refused commit; set by the composition root."""
+        self.pull_interval = POLL_PULL
+        self.pulled: list[Callable[[list[JournalEntry]], None]] = []
+        """Called with each page of journal entries once applied (desktop notices)."""
+        """Seconds between two polls of the journal; the push channel (`sync.listen`)
+        lengthens it while it is connected, since it kicks the pull on news."""
 
     def kick(self) -> None:
         """Push now (a file was closed or fsynced, or the user asked)."""
@@ -115,11 +127,20 @@ class SyncEngine:
     async def run(self) -> None:
         """Run both loops until cancelled."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._loop, "push", self._push_round, POLL_PUSH, self._push_wakeup)
-            nursery.start_soon(self._loop, "pull", self.pull_all, POLL_PULL, self._pull_wakeup)
+            nursery.start_soon(
+                self._loop, "push", self._push_round, lambda: POLL_PUSH, self._push_wakeup
+            )
+            nursery.start_soon(
+                self._loop, "pull", self.pull_all, self._pull_every, self._pull_wakeup
+            )
+            nursery.start_soon(self._learn_limits)
 
     async def _loop(
-        self, name: str, step: Callable[[], Awaitable[object]], poll: float, wakeup: _Wakeup
+        self,
+        name: str,
+        step: Callable[[], Awaitable[object]],
+        poll: Callable[[], float],
+        wakeup: _Wakeup,
     ) -> None:
         failures = 0
         while True:
@@ -143,7 +164,7 @@ class SyncEngine:
                 continue
             failures = 0
             self._set_online(True)
-            await wakeup.wait(poll)
+            await wakeup.wait(poll())
 
     def _set_online(self, online: bool) -> None:
         if online != self.online:
@@ -160,6 +181,8 @@ class SyncEngine:
             while await self._pusher.push():
                 pass
             for node in nodes.dirty_files(self._db.conn, limit=1000):
+                if self._uploader.transfers.gate.paused:
+                    break  # `mountfs pause`: content waits for `mountfs resume`
                 if node.remote_version is None or not (force or self._ready(node)):
                     continue
                 await self._commit(node.ino)
@@ -204,9 +227,8 @@ class SyncEngine:
         except CommitRefused as exc:
             log.error("backend refused the content of inode %d: %s", ino, exc)
             self._refused[ino] = time.monotonic() + REFUSED_RETRY
-        except CommitConflict:
-            log.warning("inode %d changed on another device; keeping both", ino)
-            self._refused[ino] = time.monotonic() + REFUSED_RETRY
+        except CommitConflict as conflict:
+            await self._resolve_content(ino, conflict)
         except Exception as exc:
             if is_temp_failure(exc):
                 raise  # the loop goes offline and retries every file
@@ -214,18 +236,54 @@ class SyncEngine:
             log.error("committing inode %d failed; retry in %.0fs", ino, FAILED_RETRY, exc_info=exc)
             self._refused[ino] = time.monotonic() + FAILED_RETRY
 
+    async def _resolve_content(self, ino: InodeNo, conflict: CommitConflict) -> None:
+        """Another device's commit won: keep both (`conflicts.Resolver.content_conflict`).
+
+        The file is committed again by a later round (the copy once its create is pushed).
+        """
+        if self.resolver is None:
+            log.warning("inode %d changed on another device; it stays unsent", ino)
+            self._refused[ino] = time.monotonic() + REFUSED_RETRY
+            return
+        try:
+            await self.resolver.content_conflict(ino, conflict)
+        except Exception as exc:
+            if is_temp_failure(exc):
+                raise
+            log.error("resolving the conflict on inode %d failed", ino, exc_info=exc)
+            self._refused[ino] = time.monotonic() + FAILED_RETRY
+
     async def pull_all(self) -> int:
         """Apply every journal entry past the cursor; return how many were applied."""
         applied = 0
         async with self._pull_lock:
+            applied += self._applier.apply_deferred()  # files whose writers have closed
             while True:
                 cursor = int(self._db.get_meta("cursor") or 0)
                 page = await self._api.journal(self._namespace_id, cursor)
                 for entry in page.entries:
                     self._applier.apply(entry)
                     applied += 1
+                self._tell_pulled(page.entries)
+                self.shared.note(page.entries)
                 if not page.has_more:
-                    return applied
+                    break
+            shared = await self.shared.pull()
+            self._tell_pulled(shared)
+            return applied + len(shared)
+
+    def _pull_every(self) -> float:
+        """Seconds between polls: the push channel watches the account's own journal only,
+        so while shares are followed their journals are polled every `POLL_PULL`."""
+        return POLL_PULL if self.shared.following else self.pull_interval
+
+    def _tell_pulled(self, entries: list[JournalEntry]) -> None:
+        """Show applied entries to the `pulled` observers; their failure is only logged."""
+        for observer in self.pulled:
+            try:
+                observer(entries)
+            except Exception:
+                log.exception("an observer of pulled changes failed")
 
     async def sync_within(self, seconds: float) -> bool:
         """`flush()` until it reports nothing waiting, for at most `seconds`.
@@ -244,6 +302,29 @@ class SyncEngine:
                     log.info("sync: the backend is unavailable (%s); retrying", exc)
                 await trio.sleep(SYNC_RETRY)
         return False
+
+    async def _learn_limits(self) -> None:
+        """Record the largest file the backend stores (`meta.max_file_bytes`), so that the
+        mount refuses bigger files with EFBIG at once; retried until the backend answers."""
+        wait = 1.0
+        while True:
+            try:
+                me = await self._api.me()
+            except Exception as exc:
+                if not is_temp_failure(exc):  # e.g. a revoked device: the loops say so
+                    log.info("could not learn the largest file size: %s", exc)
+                    return
+                await trio.sleep(wait)
+                wait = min(wait * 2, 60.0)
+                continue
+            with self._db.transaction():
+                self._db.set_meta(MAX_FILE_META, str(me.max_file_bytes))
+            return
+
+    @property
+    def uploader(self) -> Uploader:
+        """For `mountfs cancel` (abandon one file's upload) and transfer progress."""
+        return self._uploader
 
     @property
     def uploaded_bytes(self) -> int:

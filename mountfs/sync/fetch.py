@@ -31,6 +31,7 @@ from mountfs.state.db import StateDb
 from mountfs.state.schema import EXTENT_PRESENT
 from mountfs.sync import manifests
 from mountfs.sync.tasks import run_all
+from mountfs.sync.transfers import Transfers
 from mountfs.transport.api import ApiClient, Presigned
 from mountfs.transport.blocks import BlockClient, ObjectMismatch
 from mountfs.transport.retry import RetryPolicy, with_retry
@@ -38,6 +39,8 @@ from mountfs.types import ChunkKey, ChunkRef, InodeNo
 
 log = logging.getLogger(__name__)
 
+READAHEAD = 8 << 20
+"""Bytes fetched past a sequential read (see `Fetcher.ensure_present`)."""
 FETCH_RETRY = RetryPolicy(attempts=4, base=0.2, cap=2.0)
 """Reads wait on the network: a few quick retries, then the caller gets an error (EIO)."""
 
@@ -57,6 +60,7 @@ class Fetcher:
         blocks: BlockClient,
         pipeline: ChunkPipeline,
         parallel: int = 8,
+        transfers: Transfers | None = None,
     ) -> None:
         self._db = db
         self._cache = cache
@@ -66,6 +70,10 @@ class Fetcher:
         self._limiter = trio.CapacityLimiter(parallel)
         self._in_flight: dict[tuple[int, int], trio.Event] = {}
         self.downloaded_bytes = 0
+        self._next_read: dict[int, int] = {}
+        self._down = transfers.down if transfers is not None else None
+        """The download bandwidth limit (`--bwlimit`); reads are never paused (see
+        `mountfs.sync.transfers`)."""
 
     async def ensure_present(self, ino: InodeNo, start: int, end: int) -> None:
         """Return once every byte of [start, end) that the head revision has is cached.
@@ -74,7 +82,15 @@ class Fetcher:
             Offline / ApiError: the backend or the store could not deliver (after retries).
             CorruptChunk / ObjectMismatch: a chunk failed verification.
         Cancellation: chunks already written stay written; nothing is half-written.
+
+        A read that starts where the previous one of the file ended (sequential: `cp`, a
+        media player, a checksum) also fetches the next `READAHEAD` bytes, concurrently:
+        otherwise each kernel read of 128 KiB waits for one chunk's round trip in turn.
         """
+        sequential = self._next_read.get(ino) == start
+        self._next_read[ino] = end
+        if sequential:
+            end += READAHEAD
         while True:
             wanted, waiting = self._plan(ino, start, end)
             if not wanted and not waiting:
@@ -126,7 +142,7 @@ class Fetcher:
         try:
             async with self._limiter:
                 ciphertext = await with_retry(
-                    lambda: self._blocks.get(url), FETCH_RETRY, "chunk GET"
+                    lambda: self._blocks.get(url, limit=self._down), FETCH_RETRY, "chunk GET"
                 )
             self.downloaded_bytes += len(ciphertext)
             plaintext = await self._pipeline.open(ciphertext, key, ref)
@@ -160,6 +176,33 @@ class Fetcher:
             for hole_start, hole_end in holes:
                 extents.add(conn, ino, EXTENT_PRESENT, hole_start, hole_end)
         self._cache.refresh(ino)
+
+    def store(self, ino: InodeNo, ref: ChunkRef, plaintext: bytes) -> None:
+        """`_store` for a chunk's bytes that came from the local cache instead of the store
+        (`mountfs.sync.carry`), under the same never-overwrite rule."""
+        self._store(ino, ref, plaintext)
+
+    async def chunk_plaintext(self, ref: ChunkRef, key: ChunkKey) -> bytes:
+        """One chunk's verified plaintext, for content that has no inode of its own (an
+        old version read under `.versions`, `mountfs.vfs.versions`): the same URLs,
+        limits, retries and verification as a read of a file; nothing is cached here.
+
+        Raises:
+            Offline / ApiError, ObjectMismatch / CorruptChunk (as `ensure_present`).
+        """
+        (url,) = await with_retry(
+            lambda: self._api.read_urls([ref.object]), FETCH_RETRY, "read-urls"
+        )
+        try:
+            async with self._limiter:
+                ciphertext = await with_retry(
+                    lambda: self._blocks.get(url, limit=self._down), FETCH_RETRY, "chunk GET"
+                )
+            self.downloaded_bytes += len(ciphertext)
+            return await self._pipeline.open(ciphertext, key, ref)
+        except (ObjectMismatch, CorruptChunk) as exc:
+            log.error("chunk %s failed verification: %s", ref.object, exc)
+            raise
 
 
 def _complete(conn: sqlite3.Connection, ino: int) -> bool:

@@ -3,7 +3,7 @@
 It takes the state directory's lock (so a mount cannot start meanwhile), checks the state
 as the mount would, pushes everything pending, pulls everything new, and returns. Nothing
 is in the kernel's caches, so invalidations are dropped, and nothing is open, so deleted
-nodes are purged at once.
+nodes are purged at once. Pinned content that is missing is downloaded before it returns.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from mountfs.cache.block_cache import CACHE_DIR, BlockCache, CacheLimits
 from mountfs.state import nodes
 from mountfs.state.db import DB_FILE, StateDb, open_state
 from mountfs.state.lock import lock_state
+from mountfs.sync.pinning import Pinner
 from mountfs.sync.session import Transport, build_engine, build_fetcher
+from mountfs.sync.transfers import Transfers
 from mountfs.transport.auth import DeviceInfo, load_device
 from mountfs.types import InodeNo
 from mountfs.vfs.fsck import repair
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 class _NoKernel:
     """Invalidator for a state that no kernel has cached."""
 
-    def entry(self, parent: InodeNo, name: str) -> None:
+    def entry(self, parent: InodeNo, name: str, deleted: int = 0) -> None:
         return None
 
     def inode(self, ino: InodeNo, data: bool) -> None:
@@ -62,15 +64,17 @@ def sync_unmounted(state_dir: Path, timeout: float) -> bool:
             cache_root.mkdir(exist_ok=True, mode=0o700)
             cache = BlockCache(cache_root, CacheLimits.for_disk(cache_root, None), db)
             repair(db, cache, root_id=device.root_id, uid=os.getuid(), gid=os.getgid())
-            return trio.run(_flush, device, db, cache, timeout)
+            return trio.run(_flush, device, db, cache, timeout, Transfers(state_dir))
         finally:
             db.close()
     finally:
         lock.close()
 
 
-async def _flush(device: DeviceInfo, db: StateDb, cache: BlockCache, seconds: float) -> bool:
-    transport = Transport.open(device)
+async def _flush(
+    device: DeviceInfo, db: StateDb, cache: BlockCache, seconds: float, transfers: Transfers
+) -> bool:
+    transport = Transport.open(device, transfers)  # honours `mountfs pause`
     try:
         fetcher = build_fetcher(transport, db, cache)
         purge = _purger(db, cache)
@@ -83,6 +87,11 @@ async def _flush(device: DeviceInfo, db: StateDb, cache: BlockCache, seconds: fl
             purge_if_unused=purge,
             is_open_for_write=lambda ino: False,
         )
-        return await engine.sync_within(seconds)
+        deadline = trio.current_time() + seconds
+        if not await engine.sync_within(seconds):
+            return False
+        # Up to date includes pinned content (`mountfs pin`): download what is missing.
+        pinner = Pinner(db, cache, fetcher)
+        return await pinner.settle(max(deadline - trio.current_time(), 0.0))
     finally:
         await transport.aclose()

@@ -23,9 +23,12 @@ from mountfs.chunks.pipeline import ChunkPipeline
 from mountfs.state import nodes
 from mountfs.state.db import StateDb
 from mountfs.sync.apply import Invalidator, RemoteApplier
+from mountfs.sync.carry import Carry
+from mountfs.sync.conflicts import Resolver
 from mountfs.sync.engine import SyncEngine
 from mountfs.sync.fetch import Fetcher
 from mountfs.sync.push import Pusher
+from mountfs.sync.transfers import Transfers
 from mountfs.sync.upload import Uploader
 from mountfs.transport.api import ApiClient, api_http
 from mountfs.transport.auth import DeviceInfo
@@ -44,17 +47,21 @@ class Transport:
     blocks: BlockClient
     pipeline: ChunkPipeline
     _clients: tuple[httpx.AsyncClient, ...]
+    transfers: Transfers
 
     @classmethod
-    def open(cls, device: DeviceInfo) -> Transport:
-        api_client = api_http(device.server, device.token)
-        block_client = blocks_http(BLOCK_CONNECTIONS)
+    def open(cls, device: DeviceInfo, transfers: Transfers | None = None) -> Transport:
+        """`transfers`: the pause gate, bandwidth limits and progress (default: none)."""
+        transfers = transfers if transfers is not None else Transfers()
+        api_client = api_http(device.server, device.token, device.ca_file)
+        block_client = blocks_http(max(BLOCK_CONNECTIONS, 2 * transfers.in_flight), device.ca_file)
         return cls(
             device,
             ApiClient(api_client),
             BlockClient(block_client),
             ChunkPipeline(),
             (api_client, block_client),
+            transfers,
         )
 
     async def aclose(self) -> None:
@@ -63,7 +70,14 @@ class Transport:
 
 
 def build_fetcher(transport: Transport, db: StateDb, cache: BlockCache) -> Fetcher:
-    return Fetcher(db, cache, transport.api, transport.blocks, transport.pipeline)
+    return Fetcher(
+        db,
+        cache,
+        transport.api,
+        transport.blocks,
+        transport.pipeline,
+        transfers=transport.transfers,
+    )
 
 
 def build_engine(
@@ -75,8 +89,16 @@ def build_engine(
     invalidator: Invalidator,
     purge_if_unused: Callable[[InodeNo], object],
     is_open_for_write: Callable[[InodeNo], bool],
+    in_use: Callable[[InodeNo], bool] = lambda ino: False,
+    on_content: Callable[[InodeNo], object] = lambda ino: None,
+    carry: Callable[[Carry], object] | None = None,
 ) -> SyncEngine:
-    """The engine over a built vfs (or, without a mount, over no-op hooks)."""
+    """The engine over a built vfs (or, without a mount, over no-op hooks).
+
+    `in_use`: whether the kernel or a handle references an inode (`Inodes.in_use`).
+    `on_content`: told of each file whose remote content changed (`Pinner.kick`).
+    `carry`: takes cached chunks over to a file's new revision (`Carrier.submit`).
+    """
 
     def on_deleted(node_id: NodeId) -> None:
         node = nodes.by_node_id(db.conn, node_id)
@@ -84,20 +106,37 @@ def build_engine(
             purge_if_unused(node.ino)
 
     device = transport.device
-    return SyncEngine(
+    uploader = Uploader(
+        db,
+        cache,
+        transport.api,
+        transport.blocks,
+        transport.pipeline,
+        fetcher,
+        transport.transfers,
+    )
+    applier = RemoteApplier(
+        db,
+        cache,
+        invalidator,
+        purge_if_unused,
+        owner=(os.getuid(), os.getgid()),
+        device_label=device.device_label,
+        device_id=device.device_id,
+        in_use=in_use,
+        is_open_for_write=is_open_for_write,
+        on_content=on_content,
+        carry=carry,
+    )
+    resolver = Resolver(db, transport.api, applier, uploader, device.device_label, device.device_id)
+    engine = SyncEngine(
         db,
         transport.api,
-        Pusher(db, transport.api, on_deleted),
-        Uploader(db, cache, transport.api, transport.blocks, transport.pipeline, fetcher),
-        RemoteApplier(
-            db,
-            cache,
-            invalidator,
-            purge_if_unused,
-            owner=(os.getuid(), os.getgid()),
-            device_label=device.device_label,
-            device_id=device.device_id,
-        ),
+        Pusher(db, transport.api, on_deleted, resolver),
+        uploader,
+        applier,
         device.namespace_id,
         is_open_for_write,
     )
+    engine.resolver = resolver
+    return engine

@@ -22,38 +22,35 @@ cut runs again.
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import os
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 import trio
 
 from mountfs.cache.block_cache import BlockCache
 from mountfs.chunks import cdc
-from mountfs.chunks.pipeline import ChunkPipeline, SealedChunk
+from mountfs.chunks.pipeline import ChunkPipeline
 from mountfs.ids import uuid7
 from mountfs.state import extents, nodes, outbox
 from mountfs.state.db import StateDb
 from mountfs.state.schema import EXTENT_DIRTY, EXTENT_PRESENT
 from mountfs.sync import manifests
+from mountfs.sync.conflicts import CommitConflict
 from mountfs.sync.fetch import Fetcher
-from mountfs.sync.tasks import run_all
-from mountfs.transport.api import ApiClient, ApiError, PreparedChunk
+from mountfs.sync.sender import ChunkSender, SendStats
+from mountfs.sync.transfers import Transfer, Transfers
+from mountfs.transport.api import ApiClient, ApiError
 from mountfs.transport.blocks import BlockClient
 from mountfs.transport.retry import with_retry
-from mountfs.types import ChunkHash, ChunkKey, ChunkRef, InodeNo, Manifest, ObjectName
+from mountfs.types import ChunkHash, ChunkKey, ChunkRef, InodeNo, Manifest
 
 log = logging.getLogger(__name__)
 
-BATCH_CHUNKS = 16
-"""Fresh chunks read, hashed and prepared per round trip: bounds memory to ~16 average chunks."""
-
-PUTS_IN_FLIGHT = 4
 MAX_TORN_SKIPS = 3
 MAX_NEED_ROUNDS = 64
 
@@ -75,14 +72,6 @@ class CommitRefused(Exception):
         self.error = error
 
 
-class CommitConflict(Exception):
-    """Another device committed first: the file's base revision is no longer the head."""
-
-    def __init__(self, current: dict[str, object]) -> None:
-        super().__init__("the file changed on another device")
-        self.current = current
-
-
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     ino: InodeNo
@@ -96,15 +85,8 @@ class _Snapshot:
     present: list[tuple[int, int]] | None  # None: the whole file is cached
 
 
-@dataclass(slots=True)
-class UploadStats:
-    """Counters for status and benchmarks."""
-
-    chunks_uploaded: int = 0
-    bytes_uploaded: int = 0
-    chunks_reused: int = 0
-    revisions: int = 0
-    torn_skips: dict[int, int] = field(default_factory=dict)
+UploadStats = SendStats
+"""Counters for status and benchmarks (shared with the chunk sender)."""
 
 
 class _CacheReader(io.RawIOBase):
@@ -175,6 +157,7 @@ class Uploader:
         blocks: BlockClient,
         pipeline: ChunkPipeline,
         fetcher: Fetcher,
+        transfers: Transfers | None = None,
     ) -> None:
         self._db = db
         self._cache = cache
@@ -182,8 +165,25 @@ class Uploader:
         self._blocks = blocks
         self._pipeline = pipeline
         self._fetcher = fetcher
-        self._put_limiter = trio.CapacityLimiter(PUTS_IN_FLIGHT)
+        self.transfers = transfers if transfers is not None else Transfers()
         self.stats = UploadStats()
+        self._sender = ChunkSender(api, blocks, pipeline, self.transfers, self.stats)
+        self._running: dict[InodeNo, trio.CancelScope] = {}
+        self._committing: set[InodeNo] = set()
+
+    def committing(self, ino: InodeNo) -> bool:
+        """True while the file's commit request is on its way (too late to cancel)."""
+        return ino in self._committing
+
+    def cancel(self, ino: InodeNo) -> bool:
+        """Abandon the upload of `ino` now, if one runs (`mountfs cancel`); True if it did.
+        Chunks already uploaded stay held by the backend (they cost nothing to keep)."""
+        self.transfers.progress.unpark(path_of(self._db.conn, ino))
+        scope = self._running.get(ino)
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
 
     @property
     def fetched_bytes(self) -> int:
@@ -221,12 +221,32 @@ class Uploader:
             return False
         self._cache.pin(ino)  # the bytes being uploaded must not be evicted meanwhile
         fd = os.open(self._cache.path(ino), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        path = path_of(self._db.conn, ino)
+        # Filled when the upload ran to its end; left empty by a cancel or a pause (the
+        # scope swallows its own cancellation).
+        done: list[tuple[list[ChunkRef], dict[ChunkHash, ChunkKey]]] = []
         try:
-            spans, fresh = await self._plan(snap, fd)
-            refs, keys = await self._upload_fresh(snap, fd, spans, fresh)
+            # A pause stops the upload (it starts over, resuming from the held chunks, after
+            # the resume), so the sync engine is free for namespace changes meanwhile.
+            with (
+                self.transfers.gate.cancelled_by_pause() as scope,
+                self.transfers.progress.track(path, "upload", snap.size) as transfer,
+            ):
+                self._running[ino] = scope
+                spans, fresh = await self._plan(snap, fd)
+                done.append(await self._upload_fresh(snap, fd, spans, fresh, transfer))
+            if not done and self.transfers.gate.paused:
+                self.transfers.progress.park(transfer)
         finally:
+            self._running.pop(ino, None)
             os.close(fd)
             self._cache.unpin(ino)
+        if not done:
+            log.info(
+                "upload of %s %s", path, "paused" if self.transfers.gate.paused else "cancelled"
+            )
+            return False
+        refs, keys = done[0]
         if self._db.conn.execute(
             "SELECT content_gen FROM nodes WHERE ino = ?", (ino,)
         ).fetchone() != (snap.gen,):
@@ -237,7 +257,11 @@ class Uploader:
                 return False
         self.stats.torn_skips.pop(ino, None)
         manifest = Manifest(snap.size, tuple(refs))
-        await self._send_commit(snap, manifest, keys)
+        self._committing.add(ino)
+        try:
+            await self._send_commit(snap, manifest, keys)
+        finally:
+            self._committing.discard(ino)
         return True
 
     async def _plan(self, snap: _Snapshot, fd: int) -> tuple[list[cdc.Span], set[int]]:
@@ -269,7 +293,12 @@ class Uploader:
         return list(result.spans), set(result.fresh)
 
     async def _upload_fresh(
-        self, snap: _Snapshot, fd: int, spans: Sequence[cdc.Span], fresh: set[int]
+        self,
+        snap: _Snapshot,
+        fd: int,
+        spans: Sequence[cdc.Span],
+        fresh: set[int],
+        transfer: Transfer,
     ) -> tuple[list[ChunkRef], dict[ChunkHash, ChunkKey]]:
         old_by_offset = {ref.offset: (ref, key) for ref, key in snap.old}
         keys: dict[ChunkHash, ChunkKey] = {}
@@ -281,55 +310,17 @@ class Uploader:
                 refs[index] = ref
                 keys[ref.hash] = key
                 self.stats.chunks_reused += 1
-        order = sorted(fresh)
-        for batch_start in range(0, len(order), BATCH_CHUNKS):
-            batch = order[batch_start : batch_start + BATCH_CHUNKS]
-            for index, ref, key in await self._upload_batch(
-                snap, fd, [(i, spans[i]) for i in batch]
-            ):
-                refs[index] = ref
-                keys[ref.hash] = key
-        return [ref for ref in refs if ref is not None], keys
+                transfer.add(ref.size)
 
-    async def _upload_batch(
-        self, snap: _Snapshot, fd: int, batch: list[tuple[int, cdc.Span]]
-    ) -> list[tuple[int, ChunkRef, ChunkKey]]:
-        datas: list[bytes] = []
-        for _, span in batch:
+        async def read(span: cdc.Span) -> bytes:
             await self._fetcher.ensure_present(snap.ino, span.offset, span.end)
-            datas.append(await trio.to_thread.run_sync(read_exact, fd, span.offset, span.length))
-        hashes = [await self._pipeline.hash(data) for data in datas]
-        prepared = await with_retry(
-            lambda: self._api.prepare_chunks(sorted(set(hashes))), what="prepare"
-        )
-        by_hash = {p.hash: p for p in prepared}
-        sealed: dict[ChunkHash, SealedChunk] = {}
-        for data, digest in zip(datas, hashes, strict=True):
-            answer = by_hash[digest]
-            if not _can_skip(answer) and digest not in sealed:
-                sealed[digest] = await self._pipeline.seal(data, answer.key, expected_hash=digest)
-        await self._put_all(list(sealed.values()))
-        result = []
-        for (index, span), digest in zip(batch, hashes, strict=True):
-            ref = _ref_for(span, digest, by_hash[digest], sealed.get(digest))
-            result.append((index, ref, ChunkKey(by_hash[digest].key)))
-        return result
+            return await trio.to_thread.run_sync(read_exact, fd, span.offset, span.length)
 
-    async def _put_all(self, chunks: list[SealedChunk]) -> None:
-        if not chunks:
-            return
-        wanted = [(c.object, c.stored_size) for c in chunks]
-        urls = await with_retry(lambda: self._api.upload_urls(wanted), what="upload-urls")
-        by_object = {u.object: u for u in urls}
-
-        async def put(chunk: SealedChunk) -> None:
-            async with self._put_limiter:
-                url = by_object[chunk.object]
-                await with_retry(lambda: self._blocks.put(url, chunk.ciphertext), what="chunk PUT")
-            self.stats.chunks_uploaded += 1
-            self.stats.bytes_uploaded += chunk.stored_size
-
-        await run_all(functools.partial(put, chunk) for chunk in chunks)
+        sent = await self._sender.send([(i, spans[i]) for i in sorted(fresh)], read, transfer)
+        for index, (ref, key) in sent.items():
+            refs[index] = ref
+            keys[ref.hash] = key
+        return [ref for ref in refs if ref is not None], keys
 
     async def _send_commit(
         self, snap: _Snapshot, manifest: Manifest, keys: dict[ChunkHash, ChunkKey]
@@ -350,7 +341,12 @@ class Uploader:
                         snap, manifest, keys, str(current["head_revision"]), int(current["version"])
                     )
                     return
-                raise CommitConflict(current) from exc
+                raise CommitConflict(
+                    current,
+                    snap.base_revision,
+                    manifest,
+                    Manifest(sum(r.size for r, _ in snap.old), tuple(r for r, _ in snap.old)),
+                ) from exc
             if exc.status < 500:
                 raise CommitRefused(exc) from exc
             raise
@@ -360,6 +356,8 @@ class Uploader:
     async def _is_own_head(self, current: dict[str, object], manifest: Manifest) -> bool:
         """True if the head already has exactly this content (our own earlier commit replayed)."""
         head = current.get("head_revision")
+        if current.get("deleted"):
+            return False  # a tombstone is nobody's content: the resolver restores the file
         if not isinstance(head, str):
             return manifest.size == 0 and current.get("size") == 0
         revision = await self._api.revision(head)
@@ -367,6 +365,31 @@ class Uploader:
         return [(r.hash, r.size) for r in theirs.chunks] == [
             (r.hash, r.size) for r in manifest.chunks
         ]
+
+    async def content_equals(self, ino: InodeNo, manifest: Manifest) -> bool:
+        """True if the file's local bytes are exactly `manifest`'s (for the resolver).
+
+        Hashes the local bytes of each of the manifest's chunk ranges (bytes not cached
+        are fetched from the file's own chunk map: they are ours too) and compares them
+        with the chunk hashes, so no remote byte is downloaded.
+        """
+        node = nodes.get(self._db.conn, ino)
+        if node is None or node.size != manifest.size:
+            return False
+        if not manifest.chunks:
+            return True
+        self._cache.pin(ino)
+        fd = os.open(self._cache.path(ino), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            for ref in manifest.chunks:
+                await self._fetcher.ensure_present(ino, ref.offset, min(ref.end, node.remote_size))
+                data = await trio.to_thread.run_sync(read_exact, fd, ref.offset, ref.size)
+                if await self._pipeline.hash(data) != ref.hash:
+                    return False
+            return True
+        finally:
+            os.close(fd)
+            self._cache.unpin(ino)
 
     def _record(
         self,
@@ -381,7 +404,14 @@ class Uploader:
             if node is None:
                 return
             manifests.replace(conn, snap.ino, manifest, keys)
-            conn.execute("UPDATE nodes SET remote_version = ? WHERE ino = ?", (version, snap.ino))
+            # The answer's version also counts changes of other devices since our last
+            # pull (a rename, say): jumping to it would make the pull skip them. Only our
+            # own bump is taken; the pull brings the rest (and skips our commit by head).
+            conn.execute(
+                "UPDATE nodes SET remote_version = ? WHERE ino = ? AND (remote_version IS NULL "
+                "OR remote_version + 1 >= ?)",
+                (version, snap.ino, version),
+            )
             clean = nodes.mark_clean(conn, snap.ino, snap.gen, head_revision, manifest.size)
             if not clean:
                 # Changed since the snapshot, so it differs from what was committed. A
@@ -407,21 +437,16 @@ def _queued_mtime(conn: sqlite3.Connection, node: nodes.Node) -> bool:
     return row is not None
 
 
-def _can_skip(answer: PreparedChunk) -> bool:
-    """True if the chunk need not be uploaded: readable already, and named with its size.
-
-    A `readable` answer that lacks the object or its `stored_size` cannot make a `ChunkRef`;
-    the chunk is then sealed and uploaded like a new one (the store dedups the identical
-    object), which costs bandwidth but never correctness.
-    """
-    return answer.readable and answer.object is not None and answer.stored_size is not None
-
-
-def _ref_for(
-    span: cdc.Span, digest: ChunkHash, answer: PreparedChunk, sealed: SealedChunk | None
-) -> ChunkRef:
-    if sealed is not None:
-        return sealed.ref(span.offset)
-    assert answer.object is not None  # see _can_skip
-    assert answer.stored_size is not None
-    return ChunkRef(span.offset, span.length, digest, ObjectName(answer.object), answer.stored_size)
+def path_of(conn: sqlite3.Connection, ino: int) -> str:
+    """The node's path below the mount root ("a/b.txt"), for progress and logs."""
+    names: list[str] = []
+    current: int | None = ino
+    for _ in range(4096):  # deeper than any real tree; a cycle cannot hang us
+        row = conn.execute(
+            "SELECT parent_ino, name FROM nodes WHERE ino = ?", (current,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            break
+        names.append(str(row[1]))
+        current = int(row[0])
+    return "/".join(reversed(names))

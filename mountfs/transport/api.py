@@ -12,17 +12,32 @@ translates HTTP errors.
 from __future__ import annotations
 
 import base64
+import json
+import os
+import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
 
 from mountfs.transport.auth import BearerAuth
+from mountfs.transport.sharing import Followed, Members, RemoteLink, RemoteShare
+from mountfs.transport.sse import Event, events
+from mountfs.transport.versions import (
+    HistoryChild,
+    PurgeReport,
+    RemoteVersion,
+    RestoreReport,
+    TrashItem,
+)
 
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+WATCH_HEARTBEAT_S = 10
+"""Seconds of silence after which the backend sends a heartbeat on the push channel."""
 
 
 class ApiError(Exception):
@@ -173,7 +188,18 @@ def map_transport_errors() -> Iterator[None]:
     try:
         yield
     except httpx.TransportError as exc:
-        raise Offline(f"backend unreachable: {exc}") from exc
+        raise Offline(f"backend unreachable: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling message in an exception's chain: under trio a TLS failure arrives
+    as a bare ConnectError(BrokenResourceError()) whose cause is the `ssl` error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS: {seen} (see --ca-file or SSL_CERT_FILE)"
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or repr(exc)
 
 
 def raise_for_error(response: httpx.Response) -> None:
@@ -281,7 +307,8 @@ class ApiClient:
 
     async def push_changes(self, ops: list[dict[str, Any]]) -> list[OpResult]:
         """Send a batch of ops; each is answered on its own (see protocol "Batched changes")."""
-        body = await self._call("POST", "/changes", json={"ops": ops})
+        # In order or not at all: an op after a refused one may depend on it.
+        body = await self._call("POST", "/changes", json={"ops": ops, "stop_at_refusal": True})
         return [OpResult(int(r["status"]), r) for r in body["results"]]
 
     async def prepare_chunks(self, hashes: Sequence[str]) -> list[PreparedChunk]:
@@ -301,6 +328,14 @@ class ApiClient:
         wire = [{"object": name, "size": size} for name, size in objects]
         body = await self._call("POST", "/chunks/upload-urls", json={"objects": wire})
         return [_presigned(u) for u in body["urls"]]
+
+    async def hold_chunks(self, chunks: Sequence[tuple[str, str, int]]) -> set[str]:
+        """Tell the backend that these `(hash, object, plaintext size)` chunks are uploaded,
+        so that `prepare` answers them as present if the upload is resumed before a commit
+        names them (`docs/protocol.md`, "Resumable uploads"); the objects it now holds."""
+        wire = [{"hash": h, "object": o, "size": n} for h, o, n in chunks]
+        body = await self._call("POST", "/chunks/hold", json={"chunks": wire})
+        return {str(item["object"]) for item in body["held"]}
 
     async def read_urls(self, objects: Sequence[str]) -> list[Presigned]:
         body = await self._call("POST", "/chunks/read-urls", json={"objects": list(objects)})
@@ -323,6 +358,141 @@ class ApiClient:
         ]
         return JournalPage(entries, int(body["cursor"]), bool(body["has_more"]))
 
+    # -- versions and trash (mountfs.transport.versions) ---------------------------------
+
+    async def versions(self, node_id: str) -> list[RemoteVersion]:
+        body = await self._call("GET", f"/nodes/{node_id}/versions")
+        return [RemoteVersion.from_wire(item) for item in body["items"]]
+
+    async def all_children(self, node_id: str) -> list[HistoryChild]:
+        body = await self._call("GET", f"/nodes/{node_id}/all-children")
+        return [HistoryChild.from_wire(item) for item in body["items"]]
+
+    async def resolve(self, path: str) -> RemoteNode:
+        return RemoteNode.from_wire(await self._call("GET", "/resolve", params={"path": path}))
+
+    async def restore(
+        self, node_id: str, revision_id: str | None = None, at: str | None = None
+    ) -> RestoreReport:
+        body = {"revision_id": revision_id, "at": at}
+        answer = await self._call("POST", f"/nodes/{node_id}/restore", json=body)
+        return RestoreReport.from_wire(answer)
+
+    async def usage(self, node_id: str) -> tuple[int, int]:
+        """(bytes, files) below a folder, or a file's size and 1 (`mountfs du`)."""
+        body = await self._call("GET", f"/nodes/{node_id}/usage")
+        return int(body["bytes"]), int(body["files"])
+
+    async def trash(self) -> list[TrashItem]:
+        body = await self._call("GET", "/trash")
+        return [TrashItem.from_wire(item) for item in body["items"]]
+
+    async def purge(self, node_ids: Sequence[str] | None = None) -> PurgeReport:
+        ids = list(node_ids) if node_ids is not None else None
+        return PurgeReport.from_wire(
+            await self._call("POST", "/trash/purge", json={"node_ids": ids})
+        )
+
+    # -- shares and public links (mountfs.transport.sharing) -----------------------------
+
+    async def share(self, node_id: str, account: str, role: str) -> RemoteShare:
+        body = {"account": account, "role": role}
+        return RemoteShare.from_wire(
+            await self._call("POST", f"/nodes/{node_id}/shares", json=body)
+        )
+
+    async def members(self, node_id: str) -> Members:
+        body = await self._call("GET", f"/nodes/{node_id}/shares")
+        return Members(body["owner"], [RemoteShare.from_wire(s) for s in body["shares"]])
+
+    async def shares(self) -> tuple[list[RemoteShare], list[RemoteShare]]:
+        """(incoming, outgoing) shares of this account."""
+        body = await self._call("GET", "/shares")
+        return (
+            [RemoteShare.from_wire(s) for s in body["incoming"]],
+            [RemoteShare.from_wire(s) for s in body["outgoing"]],
+        )
+
+    async def accept_share(
+        self, share_id: str, parent_id: str | None = None, name: str | None = None
+    ) -> RemoteShare:
+        body = {k: v for k, v in (("parent_id", parent_id), ("name", name)) if v is not None}
+        answer = await self._call("POST", f"/shares/{share_id}/accept", json=body)
+        return RemoteShare.from_wire(answer)
+
+    async def revoke_share(self, share_id: str) -> RemoteShare:
+        return RemoteShare.from_wire(await self._call("DELETE", f"/shares/{share_id}"))
+
+    async def namespaces(self) -> list[Followed]:
+        """The namespaces to follow besides the account's own (shares), see protocol.md."""
+        body = await self._call("GET", "/namespaces")
+        return [Followed.from_wire(item) for item in body["namespaces"]]
+
+    async def preferences(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self._call("GET", "/me/preferences")
+        return body
+
+    async def set_preferences(self, auto_accept_shares: bool) -> dict[str, Any]:
+        body: dict[str, Any] = await self._call(
+            "PATCH", "/me/preferences", json={"auto_accept_shares": auto_accept_shares}
+        )
+        return body
+
+    async def create_link(
+        self,
+        node_id: str,
+        expires_in: int | None = None,
+        password: str | None = None,
+        max_downloads: int | None = None,
+    ) -> RemoteLink:
+        body = {
+            k: v
+            for k, v in (
+                ("expires_in", expires_in),
+                ("password", password),
+                ("max_downloads", max_downloads),
+            )
+            if v is not None
+        }
+        return RemoteLink.from_wire(await self._call("POST", f"/nodes/{node_id}/links", json=body))
+
+    async def links(self) -> list[RemoteLink]:
+        body = await self._call("GET", "/links")
+        return [RemoteLink.from_wire(item) for item in body["links"]]
+
+    async def revoke_link(self, link_id: str) -> RemoteLink:
+        return RemoteLink.from_wire(await self._call("DELETE", f"/links/{link_id}"))
+
+    async def delete_account(self, password: str) -> None:
+        await self._call("POST", "/me/delete", json={"password": password})
+
+    @asynccontextmanager
+    async def watch(
+        self, namespace_id: str, after: int, heartbeat: int = WATCH_HEARTBEAT_S
+    ) -> AsyncIterator[AsyncIterator[int]]:
+        """The push channel (protocol.md, "Push channel"): journal positions past `after`.
+
+        Yields, once the backend has accepted the watch, an iterator of the positions it
+        announces; the iteration ends when the backend ends the stream. A refusal raises
+        `ApiError`; a connection that fails, or stays silent for longer than two
+        heartbeats, raises `Offline` (also from the iteration).
+        """
+        path = f"{API_PREFIX}/journal/{namespace_id}/watch"
+        params = {"after": after, "heartbeat": heartbeat}
+        timeout = httpx.Timeout(30.0, connect=5.0, read=2 * heartbeat + 5)
+        with map_transport_errors():
+            async with self._http.stream("GET", path, params=params, timeout=timeout) as answer:
+                if not answer.is_success:
+                    await answer.aread()
+                    raise_for_error(answer)
+                yield _positions(events(answer.aiter_lines()))
+
+
+async def _positions(stream: AsyncIterator[Event]) -> AsyncIterator[int]:
+    async for event in stream:
+        body = json.loads(event.data)
+        yield int(body["position"])
+
 
 def _presigned(body: dict[str, Any]) -> Presigned:
     return Presigned(
@@ -334,18 +504,43 @@ def _presigned(body: dict[str, Any]) -> Presigned:
     )
 
 
-def api_http(server: str, token: str | None = None) -> httpx.AsyncClient:
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What both HTTP clients verify TLS servers with: httpx's default (the certifi bundle,
+    or `$SSL_CERT_FILE` / `$SSL_CERT_DIR` when set) when `ca_file` is None; else that same
+    trust plus the CA in `ca_file` (a deployment's private CA, from `mountfs login
+    --ca-file`), so a private API and a public S3 endpoint both verify."""
+    if ca_file is None:
+        return True
+    if cert_file := os.environ.get("SSL_CERT_FILE"):
+        context = ssl.create_default_context(cafile=cert_file)
+    elif cert_dir := os.environ.get("SSL_CERT_DIR"):
+        context = ssl.create_default_context(capath=cert_dir)
+    else:
+        context = ssl.create_default_context(cafile=certifi.where())
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def api_http(
+    server: str, token: str | None = None, ca_file: str | None = None
+) -> httpx.AsyncClient:
     """The HTTP client for the backend's API, authenticated with `token` when given.
 
-    TLS verification follows httpx's defaults, which honour `SSL_CERT_FILE`. The caller
-    closes it (`aclose()`, or `async with`).
+    TLS verification: see `tls_verify`. The caller closes it (`aclose()`, or `async with`).
     """
     auth = BearerAuth(token) if token else None
-    return httpx.AsyncClient(base_url=server.rstrip("/"), auth=auth, timeout=DEFAULT_TIMEOUT)
+    return httpx.AsyncClient(
+        base_url=server.rstrip("/"),
+        auth=auth,
+        timeout=DEFAULT_TIMEOUT,
+        verify=tls_verify(ca_file),
+    )
 
 
 @asynccontextmanager
-async def open_api(server: str, token: str | None = None) -> AsyncIterator[ApiClient]:
+async def open_api(
+    server: str, token: str | None = None, ca_file: str | None = None
+) -> AsyncIterator[ApiClient]:
     """An `ApiClient` for `server` for the length of the block (see `api_http`)."""
-    async with api_http(server, token) as http:
+    async with api_http(server, token, ca_file) as http:
         yield ApiClient(http)

@@ -34,6 +34,8 @@ class DeviceInfo:
         root_id: node id of the account's root folder.
         namespace_id: journal namespace of the account's tree.
         token: the bearer token (kept in its own 0600 file, never in device.json).
+        ca_file: a CA certificate (PEM) that the server's and the block store's TLS
+            certificates may chain to, besides the system's (`mountfs login --ca-file`).
     """
 
     server: str
@@ -44,6 +46,7 @@ class DeviceInfo:
     root_id: str
     namespace_id: str
     token: str
+    ca_file: str | None = None
 
 
 def _write_private(path: Path, data: str) -> None:

@@ -6,10 +6,15 @@ retry would get the same answer. Waits grow exponentially with full jitter (so t
 devices coming back online do not stampede), are capped, and honour `Retry-After`. Each
 attempt logs one level louder than the last, so a flapping link is visible in the log
 without noise from a single blip.
+
+Presigned URLs expire (`--url-ttl`, 300 s by default): a chunk that waited longer than that
+(a paused or throttled upload, a long outage) gets a 403 from the store. `with_fresh_url`
+renews the URL and tries again instead of reporting a failure.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TEMPORARY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+URL_RENEWALS = 3
+"""How many times one chunk transfer may get a fresh presigned URL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +85,36 @@ async def with_retry(
             )
             log.log(level, "%s failed (%s); retry %d in %.2fs", what, exc, attempt, wait)
             await trio.sleep(wait)
+
+
+def is_expired_url(exc: BaseException) -> bool:
+    """True for a store's refusal of a presigned URL (expired or no longer valid): 403.
+
+    The embedded store answers `bad_signature`; S3 answers XML (`AccessDenied`, "Request
+    has expired"), which arrives here without a code, so any 403 counts.
+    """
+    return isinstance(exc, ApiError) and exc.status == 403
+
+
+U = TypeVar("U")
+
+
+async def with_fresh_url(
+    url: U,
+    use: Callable[[U], Awaitable[T]],
+    renew: Callable[[], Awaitable[U]],
+    policy: RetryPolicy = RetryPolicy(),
+    what: str = "transfer",
+) -> T:
+    """`use(url)` with `with_retry`; when the store refuses the URL (`is_expired_url`),
+    get a new one from `renew()` (retried too) and go on, at most `URL_RENEWALS` times."""
+    renewals = 0
+    while True:
+        try:
+            return await with_retry(functools.partial(use, url), policy, what)
+        except ApiError as exc:
+            if not is_expired_url(exc) or renewals >= URL_RENEWALS:
+                raise
+            renewals += 1
+            log.info("%s: the presigned URL was refused (%s); renewing it", what, exc)
+            url = await with_retry(renew, policy, f"{what} URL")

@@ -18,6 +18,7 @@ errnos. Each class names one POSIX condition, independent of how FUSE reports it
         ├── NoAttribute         no such extended attribute
         ├── BadHandle           a file handle the kernel never got from us (a bug)
         ├── ReadOnly            the node cannot be changed (reserved for read-only views)
+        ├── CrossDevice         a rename between two shared folders' trees (copy instead)
         └── ContentUnavailable  bytes not cached and the fetch failed (offline, server)
 """
 
@@ -29,6 +30,8 @@ __all__ = [
     "AlreadyExists",
     "BadHandle",
     "ContentUnavailable",
+    "CrossDevice",
+    "FileTooLarge",
     "FsError",
     "InvalidArgument",
     "InvalidName",
@@ -41,6 +44,7 @@ __all__ = [
     "NotPermitted",
     "NotSupported",
     "ReadOnly",
+    "Unreachable",
 ]
 
 
@@ -102,9 +106,23 @@ class BadHandle(FsError):
     pass
 
 
+class CrossDevice(FsError):
+    """A rename would move a node into or out of a shared folder, which lives in another
+    namespace: answered like a rename across filesystems, so `mv` copies and deletes."""
+
+
 class ReadOnly(FsError):
     pass
 
 
+class FileTooLarge(FsError):
+    """The file would grow past the largest size the backend stores (`max_file_bytes`)."""
+
+
 class ContentUnavailable(FsError):
     """The bytes are not in the cache and could not be fetched."""
+
+
+class Unreachable(FsError):
+    """The answer needs the backend and it cannot be reached (`.versions` listings, which
+    are not kept locally)."""

@@ -32,10 +32,14 @@ from mountfs.state.db import StateDb
 from mountfs.state.nodes import Node
 from mountfs.state.schema import EXTENT_DIRTY, EXTENT_PRESENT
 from mountfs.types import InodeNo
-from mountfs.vfs.errors import ContentUnavailable, InvalidArgument, IsADirectory
+from mountfs.vfs.errors import ContentUnavailable, FileTooLarge, InvalidArgument, IsADirectory
 from mountfs.vfs.handles import FileHandle, Handles
 from mountfs.vfs.inodes import Inodes
 from mountfs.vfs.tree import AttrChange, Tree
+
+MAX_FILE_META = "max_file_bytes"
+"""`meta` key: the largest file the backend stores (the sync engine records it)."""
+DEFAULT_MAX_FILE_BYTES = 10 << 30
 
 __all__ = ["ContentFetcher", "Files", "NoFetcher"]
 
@@ -182,6 +186,7 @@ class Files:
         """
         ino = self._handles.file(fh).ino
         end = offset + len(data)
+        self._check_size(ino, end)
         async with self._content_locks.hold(ino):
             # An incomplete file may be filled by the fetcher at any await: write it
             # inline, so that the bytes and their `present` record land together.
@@ -223,6 +228,8 @@ class Files:
                 raise InvalidArgument(f"cannot truncate a {node.kind}")
             if size == node.size:
                 return
+            if size > node.size:
+                self._check_size(ino, size)
             self._cache.truncate(ino, size)
             # A file the backend has never had content for is clean again when empty.
             dirty = not (size == 0 and node.remote_head_revision is None)
@@ -242,6 +249,14 @@ class Files:
                     (size, int(dirty), ino),
                 )
             self._cache.set_dirty(ino, dirty)
+
+    def _check_size(self, ino: int, size: int) -> None:
+        """Refuse to grow a file past what the backend stores (`max_file_bytes` in `meta`,
+        learnt from the backend; the product's 10 GiB until then), instead of failing its
+        upload half way."""
+        limit = int(self._db.get_meta(MAX_FILE_META) or DEFAULT_MAX_FILE_BYTES)
+        if size > limit:
+            raise FileTooLarge(f"inode {ino}: {size} bytes is above the largest file ({limit})")
 
     def mark_clean(self, ino: int, content_gen: int, head_revision: str, size: int) -> bool:
         """The sync engine committed `head_revision` from a snapshot taken at `content_gen`.

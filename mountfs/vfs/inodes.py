@@ -12,6 +12,11 @@ every forget and release, so the last of the three events does the work. If a qu
 outbox op still names the node, its row stays as a content-less *tombstone* until the sync
 engine has pushed that op and calls `maybe_purge` again (its `remote_version` is the
 precondition of the delete).
+
+A fourth use: a *hold* (`hold`/`release`) that the sync engine takes on the retired inode of
+a file that got new remote content under a new number (`nodes.renumber`), while it copies
+the chunks both revisions share from the old cache file into the new one
+(`mountfs.sync.carry`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Inodes:
         self._cache = cache
         self._handles = handles
         self.lookups: dict[int, int] = {}
+        self._holds: dict[int, int] = {}
 
     def remember(self, ino: int, n: int = 1) -> None:
         """The kernel took `n` more references (a reply that creates a dentry)."""
@@ -58,7 +64,21 @@ class Inodes:
         self.maybe_purge(ino)
 
     def in_use(self, ino: int) -> bool:
-        return ino in self.lookups or self._handles.open_count(ino) > 0
+        """True while the kernel, an open handle or a hold references `ino`."""
+        return ino in self.lookups or ino in self._holds or self._handles.open_count(ino) > 0
+
+    def hold(self, ino: int) -> None:
+        """Keep `ino` (and its cache file) from being purged until `release`."""
+        self._holds[ino] = self._holds.get(ino, 0) + 1
+
+    def release(self, ino: int) -> None:
+        """Undo one `hold`; purge if that was the last use."""
+        left = self._holds.get(ino, 0) - 1
+        if left > 0:
+            self._holds[ino] = left
+            return
+        self._holds.pop(ino, None)
+        self.maybe_purge(ino)
 
     def maybe_purge(self, ino: int) -> bool:
         """Purge `ino` if no lookup, no handle and no name refers to it.
@@ -87,6 +107,7 @@ class Inodes:
 
         Returns the number of inodes purged.
         """
-        inos = list(self.lookups)
+        inos = list(self.lookups) + list(self._holds)
         self.lookups.clear()
+        self._holds.clear()
         return sum(self.maybe_purge(ino) for ino in inos)

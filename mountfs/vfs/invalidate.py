@@ -19,7 +19,15 @@ writes dirty pages back to us first. So they are never made on the trio thread:
 Rules for callers: never queue while holding a lock that a FUSE handler needs (the
 notifier could then wait for that handler); for an open file prefer `attr_only=True`
 (dropping pages waits on page locks); remote content changes get a new inode number
-rather than a data invalidation (writeback cache: the kernel owns a cached file's size).
+rather than a data invalidation (writeback cache: the kernel owns a cached file's size),
+announced as `entry(parent, name, deleted=old_ino)`: the kernel drops the dentry, marks the
+old inode unlinked (descriptors keep it, inotify watchers of it get IN_DELETE_SELF) and
+the next lookup reaches us. If the dentry points elsewhere the kernel still drops it and
+answers ENOENT, which is ignored. `deleted=` is only for inodes that no other name refers to
+(we have no hard links), and a directory must be empty in the dentry cache.
+
+`drained()` waits until every notice queued so far has been delivered: `mountfs sync`
+answers only then, so a script that runs `mountfs sync` and then `cat` sees the new state.
 """
 
 from __future__ import annotations
@@ -78,15 +86,32 @@ class Invalidator:
         self._send, self._receive = trio.open_memory_channel[Notice](math.inf)
         self._limiter = trio.CapacityLimiter(1)
         self._token: trio.lowlevel.TrioToken | None = None
+        self._queued = 0
+        self._delivered = 0
+        self._progress = trio.Event()
 
     def entry(self, parent: int, name: str | bytes, deleted: int = 0) -> None:
         """Queue: the kernel must forget the dentry `name` of `parent` (trio thread only)."""
         raw = name.encode("utf-8") if isinstance(name, str) else name
-        self._send.send_nowait(EntryNotice(parent, raw, deleted))
+        self._queue(EntryNotice(parent, raw, deleted))
 
     def inode(self, ino: int, data: bool = False) -> None:
         """Queue: the kernel must forget `ino`'s attributes and, if `data`, its pages."""
-        self._send.send_nowait(InodeNotice(ino, attr_only=not data))
+        self._queue(InodeNotice(ino, attr_only=not data))
+
+    def _queue(self, notice: Notice) -> None:
+        self._send.send_nowait(notice)
+        self._queued += 1
+
+    async def drained(self) -> None:
+        """Return once every notice queued before this call has been delivered.
+
+        Callers bound the wait (`trio.move_on_after`): a kernel call may hang, and its
+        notices still go out later.
+        """
+        target = self._queued
+        while self._delivered < target:
+            await self._progress.wait()
 
     def entry_from_thread(self, parent: int, name: str | bytes, deleted: int = 0) -> None:
         """`entry()` for callers on a worker thread."""
@@ -109,6 +134,9 @@ class Invalidator:
             await trio.to_thread.run_sync(
                 self._deliver, notice, limiter=self._limiter, abandon_on_cancel=True
             )
+            self._delivered += 1
+            self._progress.set()
+            self._progress = trio.Event()
 
     def _deliver(self, notice: Notice) -> None:
         try:

@@ -364,9 +364,11 @@ class Tree:
             if not outbox.cancel_unsent(conn, dst.node_id):
                 fields["replace_id"] = dst.node_id
         nodes.set_fields(conn, src.ino, {"parent_ino": dst_dir.ino, "name": name, "ctime_ns": now})
-        if dst_dir.ino != src_dir.ino:
+        # A rename-over names its whole destination even where it did not change: the
+        # replaced node's place is the point, wherever another device moved ours meanwhile.
+        if dst_dir.ino != src_dir.ino or "replace_id" in fields:
             fields["parent_id"] = dst_dir.node_id
-        if name != src.name:
+        if name != src.name or "replace_id" in fields:
             fields["name"] = name
         outbox.append_update(conn, src.node_id, fields)
         return dst

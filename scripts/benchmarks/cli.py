@@ -15,13 +15,22 @@ import signal
 import tempfile
 from pathlib import Path
 
-from . import backend_meta, chunks, fs
+from . import backend_meta, chunks, cluster, fs, propagation, sharing, storage, transfers
 from .harness import Options, Report, Suite
 from .targets import TARGETS
 
 __all__ = ["main"]
 
-SUITES: tuple[Suite, ...] = (fs.SUITE, backend_meta.SUITE, chunks.SUITE)
+SUITES: tuple[Suite, ...] = (
+    fs.SUITE,
+    backend_meta.SUITE,
+    chunks.SUITE,
+    propagation.SUITE,
+    sharing.SUITE,
+    cluster.SUITE,
+    transfers.SUITE,
+    storage.SUITE,
+)
 
 FULL_RUNS, QUICK_RUNS = 5, 2
 FULL_DURATION_S, QUICK_DURATION_S = 3.0, 1.0

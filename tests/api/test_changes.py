@@ -74,6 +74,31 @@ def test_mixed_batch_applies_each_op_on_its_own(api: ApiClient, root: str) -> No
     assert [e["op"] for e in new] == ["create", "create", "commit", "update", "delete"]
 
 
+def test_stop_at_refusal_leaves_every_later_op_untouched(api: ApiClient, root: str) -> None:
+    """A device's ops depend on each other in order: with `stop_at_refusal`, nothing after
+    the first refusal runs (else a `delete z` could run ahead of a refused move into z)."""
+    api.mkfile(root, "taken")
+    doomed = api.mkfile(root, "doomed")
+    ops = [
+        create_op(root, "first"),
+        create_op(root, "taken"),  # refused: name clash
+        {"op": "delete", "op_id": new_id(), "id": doomed["id"], "base_version": 1},
+        create_op(root, "last"),
+    ]
+    answer = api.call("POST", "changes", json={"ops": ops, "stop_at_refusal": True})
+    statuses = [(r["status"], r.get("error")) for r in answer["results"]]
+    assert statuses == [
+        (201, None),
+        (409, "name_taken"),
+        (424, "not_attempted"),
+        (424, "not_attempted"),
+    ]
+    assert sorted(c["name"] for c in api.list_children(root)) == ["doomed", "first", "taken"]
+    # Sent again once the refusal is resolved, the untouched ops apply normally.
+    again = api.call("POST", "changes", json={"ops": ops[2:], "stop_at_refusal": True})
+    assert [r["status"] for r in again["results"]] == [200, 201]
+
+
 def test_commit_op_reports_missing_chunks(api: ApiClient, root: str) -> None:
     node = api.mkfile(root)
     missing = Chunk(b"never uploaded in a batch " + os.urandom(8))

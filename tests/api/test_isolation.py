@@ -51,9 +51,12 @@ class World:
     b_root: str
     b_file: Json
     b_dir: Json
+    a_share: Json
+    a_public: Json
+    a_deleted: Json
 
 
-def build_world(a: ApiClient, b: ApiClient, anon: ApiClient) -> World:
+def build_world(a: ApiClient, b: ApiClient, anon: ApiClient, c: ApiClient) -> World:
     """Fresh resources (unique content) for one probe, in the module's two accounts."""
     a_me, b_me = a.me(), b.me()
     a_dir = a.mkdir(a_me["root_id"], unique_name("private"))
@@ -63,6 +66,18 @@ def build_world(a: ApiClient, b: ApiClient, anon: ApiClient) -> World:
     a_link = a.create_node(a_dir["id"], "link", "symlink", target="secret.txt")
     b_dir = b.mkdir(b_me["root_id"], unique_name("mine"))
     b_file = b.mkfile(b_me["root_id"], unique_name("b"))
+    # A's folder shared with a third account C (accepted), and a public link of A's.
+    a_shared = a.mkdir(a_me["root_id"], unique_name("shared"))
+    a_share = a.call(
+        "POST",
+        f"nodes/{a_shared['id']}/shares",
+        json={"account": c.name, "role": "editor"},
+        expect=201,
+    )
+    c.call("POST", f"shares/{a_share['id']}/accept", json={})
+    a_public = a.call("POST", f"nodes/{a_dir['id']}/links", json={}, expect=201)
+    doomed = a.mkfile(a_dir["id"], unique_name("doomed"))
+    a_deleted = a.call("DELETE", f"nodes/{doomed['id']}", params={"base_version": 1})
     return World(
         a=a,
         b=b,
@@ -77,6 +92,9 @@ def build_world(a: ApiClient, b: ApiClient, anon: ApiClient) -> World:
         b_root=b_me["root_id"],
         b_file=b_file,
         b_dir=b_dir,
+        a_share=a_share,
+        a_public=a_public,
+        a_deleted=a_deleted,
     )
 
 
@@ -102,6 +120,12 @@ def snapshot(w: World) -> Json:
         "devices": devices,
         "prepare": a.prepare([w.a_chunk.hash]),
         "content": a.download(w.a_chunk.object),
+        "shares": a.call("GET", "shares"),
+        "members": a.call("GET", f"nodes/{w.a_share['node_id']}/shares"),
+        "links": a.call("GET", "links"),
+        "preferences": a.call("GET", "me/preferences"),
+        "namespaces": a.call("GET", "namespaces"),
+        "trash": a.call("GET", "trash"),
     }
 
 
@@ -365,6 +389,177 @@ def probe_journal(w: World) -> None:
     expect_401(w, ("GET", f"journal/{w.a_namespace}", None))
 
 
+def probe_watch(w: World) -> None:
+    # `timeout=0`: should a refusal ever fail open, the stream still ends at once.
+    for after in ("", "&after=0"):
+        request: Request = ("GET", f"journal/{w.a_namespace}/watch?timeout=0{after}", None)
+        expect_404(w.b, request)
+        expect_401(w, request)
+
+
+# ---- sharing and public links -----------------------------------------------------------
+
+
+def probe_share_node(w: World) -> None:
+    for node in (w.a_dir["id"], w.a_file["id"], w.a_share["node_id"]):
+        body = {"account": w.b.name, "role": "editor"}
+        expect_404(w.b, ("POST", f"nodes/{node}/shares", body))
+    expect_401(
+        w, ("POST", f"nodes/{w.a_dir['id']}/shares", {"account": w.b.name, "role": "viewer"})
+    )
+
+
+def probe_members(w: World) -> None:
+    for node in (w.a_dir["id"], w.a_share["node_id"]):
+        expect_404(w.b, ("GET", f"nodes/{node}/shares", None))
+    expect_401(w, ("GET", f"nodes/{w.a_share['node_id']}/shares", None))
+
+
+def probe_shares(w: World) -> None:
+    listed = w.b.call("GET", "shares")
+    assert w.a_share["id"] not in {x["id"] for x in listed["incoming"] + listed["outgoing"]}
+    expect_401(w, ("GET", "shares", None))
+
+
+def probe_accept_share(w: World) -> None:
+    expect_404(w.b, ("POST", f"shares/{w.a_share['id']}/accept", {}))
+    expect_404(w.b, ("POST", f"shares/{w.a_share['id']}/accept", {"parent_id": w.b_root}))
+    expect_401(w, ("POST", f"shares/{w.a_share['id']}/accept", {}))
+    assert_error(w.b.request("GET", f"nodes/{w.a_share['node_id']}"), 404, "not_found")
+
+
+def probe_revoke_share(w: World) -> None:
+    expect_404(w.b, ("DELETE", f"shares/{w.a_share['id']}", None))
+    expect_401(w, ("DELETE", f"shares/{w.a_share['id']}", None))
+
+
+def probe_namespaces(w: World) -> None:
+    followed = w.b.call("GET", "namespaces")["namespaces"]
+    assert w.a_share["namespace_id"] not in {n["namespace_id"] for n in followed}
+    expect_401(w, ("GET", "namespaces", None))
+
+
+def probe_preferences(w: World) -> None:
+    assert w.b.call("GET", "me/preferences") == {"auto_accept_shares": False}
+    expect_401(w, ("GET", "me/preferences", None))
+
+
+def probe_set_preferences(w: World) -> None:
+    body = {"auto_accept_shares": True}
+    assert w.b.call("PATCH", "me/preferences", json=body) == body
+    w.b.call("PATCH", "me/preferences", json={"auto_accept_shares": False})
+    expect_401(w, ("PATCH", "me/preferences", body))
+
+
+def probe_delete_account(w: World) -> None:
+    # Only ever oneself, and only with one's own password: A's password (the tests' common
+    # one is B's too, so a wrong one stands for it) deletes nothing.
+    response = w.b.request("POST", "me/delete", json={"password": "A's password, guessed"})
+    assert_error(response, 403, "forbidden")
+    expect_401(w, ("POST", "me/delete", {"password": PASSWORD}))
+    w.b.me()
+
+
+def probe_create_link(w: World) -> None:
+    for node in (w.a_dir["id"], w.a_file["id"], w.a_share["node_id"]):
+        expect_404(w.b, ("POST", f"nodes/{node}/links", {}))
+    expect_401(w, ("POST", f"nodes/{w.a_file['id']}/links", {}))
+
+
+def probe_links(w: World) -> None:
+    assert w.a_public["id"] not in {x["id"] for x in w.b.call("GET", "links")["links"]}
+    expect_401(w, ("GET", "links", None))
+
+
+def probe_revoke_link(w: World) -> None:
+    expect_404(w.b, ("DELETE", f"links/{w.a_public['id']}", None))
+    expect_401(w, ("DELETE", f"links/{w.a_public['id']}", None))
+
+
+def probe_link_page(w: World) -> None:
+    # Another token, however close to A's, is the same 404 page; A's own opens A's folder
+    # and nothing of B's.
+    token = w.a_public["url"].rsplit("/", 1)[1]
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert w.anon.request("GET", f"/s/{forged}", auth=False).status_code == 404
+    assert w.b.request("GET", f"/s/{forged}?dl=1").status_code == 404
+    assert w.anon.request("GET", f"/s/{token}", auth=False).status_code == 200
+
+
+def probe_link_unlock(w: World) -> None:
+    token = w.a_public["url"].rsplit("/", 1)[1]
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    response = w.anon.request(
+        "POST",
+        f"/s/{forged}",
+        content=b"password=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=False,
+    )
+    assert response.status_code == 404
+
+
+def probe_link_file(w: World) -> None:
+    token = w.a_public["url"].rsplit("/", 1)[1]
+    # A's own link reaches only what is below its folder: not B's file, not A's root.
+    for node in (w.b_file["id"], w.a_root, w.a_share["node_id"]):
+        assert w.anon.request("GET", f"/s/{token}/files/{node}", auth=False).status_code == 404
+
+
+# ---- versions, trash, resumable uploads --------------------------------------------------
+
+
+def probe_versions(w: World) -> None:
+    for route in ("versions", "all-children", "usage"):
+        for node in (w.a_file["id"], w.a_dir["id"]):
+            expect_404(w.b, ("GET", f"nodes/{node}/{route}", None))
+        expect_401(w, ("GET", f"nodes/{w.a_file['id']}/{route}", None))
+
+
+def probe_restore(w: World) -> None:
+    body = {"revision_id": w.a_revision["id"]}
+    expect_404(w.b, ("POST", f"nodes/{w.a_file['id']}/restore", body))
+    expect_404(w.b, ("POST", f"nodes/{w.a_file['id']}/restore", {}))
+    # A's revision named on B's own file must not copy A's content into B's tree.
+    response = w.b.request("POST", f"nodes/{w.b_file['id']}/restore", json=body)
+    assert_error_one_of(response, (404, "not_found"), (409, "conflict"), (400, "bad_request"))
+    assert w.b.get_node(w.b_file["id"]) == w.b_file
+    expect_401(w, ("POST", f"nodes/{w.a_file['id']}/restore", body))
+
+
+def probe_resolve(w: World) -> None:
+    # Paths resolve in the caller's own tree: A's folder name means nothing to B.
+    expect_404(w.b, ("GET", f"resolve?path=/{w.a_dir['name']}/secret.txt", None))
+    expect_401(w, ("GET", "resolve?path=/", None))
+
+
+def probe_trash(w: World) -> None:
+    deleted = w.a_deleted
+    listed = w.b.call("GET", "trash")["items"]
+    assert deleted["id"] not in {item["node"]["id"] for item in listed}
+    expect_401(w, ("GET", "trash", None))
+
+
+def probe_purge(w: World) -> None:
+    deleted = w.a_deleted
+    expect_404(w.b, ("POST", "trash/purge", {"node_ids": [deleted["id"]]}))
+    w.b.call("POST", "trash/purge", json={})  # B's whole trash: A's stays
+    listed = w.a.call("GET", "trash")["items"]
+    assert deleted["id"] in {item["node"]["id"] for item in listed}
+    expect_401(w, ("POST", "trash/purge", {}))
+
+
+def probe_hold(w: World) -> None:
+    # B claims A's uploaded object without uploading it: not held, still not readable.
+    chunk = {"hash": w.a_chunk.hash, "object": w.a_chunk.object, "size": len(w.a_chunk.ciphertext)}
+    answer = w.b.call("POST", "chunks/hold", json={"chunks": [chunk]})
+    assert answer["held"] == [], answer
+    assert answer["missing"] == [w.a_chunk.object], answer
+    (entry,) = w.b.prepare([w.a_chunk.hash])
+    assert (entry["readable"], entry["object"]) == (False, None)
+    expect_401(w, ("POST", "chunks/hold", {"chunks": [chunk]}))
+
+
 MATRIX: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/api/v1/health"): probe_health,
     ("POST", "/api/v1/accounts"): probe_accounts,
@@ -387,6 +582,30 @@ MATRIX: dict[tuple[str, str], Callable[[World], None]] = {
     ("PUT", "/api/v1/blocks/{}"): probe_block_put,
     ("GET", "/api/v1/blocks/{}"): probe_block_get,
     ("GET", "/api/v1/journal/{}"): probe_journal,
+    ("POST", "/api/v1/nodes/{}/shares"): probe_share_node,
+    ("GET", "/api/v1/nodes/{}/shares"): probe_members,
+    ("GET", "/api/v1/shares"): probe_shares,
+    ("POST", "/api/v1/shares/{}/accept"): probe_accept_share,
+    ("DELETE", "/api/v1/shares/{}"): probe_revoke_share,
+    ("GET", "/api/v1/me/preferences"): probe_preferences,
+    ("GET", "/api/v1/namespaces"): probe_namespaces,
+    ("PATCH", "/api/v1/me/preferences"): probe_set_preferences,
+    ("POST", "/api/v1/me/delete"): probe_delete_account,
+    ("POST", "/api/v1/nodes/{}/links"): probe_create_link,
+    ("GET", "/api/v1/links"): probe_links,
+    ("DELETE", "/api/v1/links/{}"): probe_revoke_link,
+    ("GET", "/s/{}"): probe_link_page,
+    ("POST", "/s/{}"): probe_link_unlock,
+    ("GET", "/s/{}/files/{}"): probe_link_file,
+    ("GET", "/api/v1/journal/{}/watch"): probe_watch,
+    ("GET", "/api/v1/nodes/{}/versions"): probe_versions,
+    ("GET", "/api/v1/nodes/{}/all-children"): probe_versions,
+    ("GET", "/api/v1/nodes/{}/usage"): probe_versions,
+    ("POST", "/api/v1/nodes/{}/restore"): probe_restore,
+    ("GET", "/api/v1/resolve"): probe_resolve,
+    ("GET", "/api/v1/trash"): probe_trash,
+    ("POST", "/api/v1/trash/purge"): probe_purge,
+    ("POST", "/api/v1/chunks/hold"): probe_hold,
 }
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
@@ -418,16 +637,24 @@ def test_matrix_covers_every_route(server: BackendProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def accounts(backend_session: BackendProcess) -> Iterator[tuple[ApiClient, ApiClient]]:
-    """A and B, shared by the module's probes (each probe gets fresh resources in them)."""
+def accounts(
+    backend_session: BackendProcess,
+) -> Iterator[tuple[ApiClient, ApiClient, ApiClient]]:
+    """A and B, shared by the module's probes (each probe gets fresh resources in them),
+    and C, with whom A shares a folder."""
     url = backend_session.base_url
-    with ApiClient.new_account(url, "iso-a") as a, ApiClient.new_account(url, "iso-b") as b:
-        yield a, b
+    with (
+        ApiClient.new_account(url, "iso-a") as a,
+        ApiClient.new_account(url, "iso-b") as b,
+        ApiClient.new_account(url, "iso-c") as c,
+    ):
+        yield a, b, c
 
 
 @pytest.fixture
-def world(accounts: tuple[ApiClient, ApiClient], anon: ApiClient) -> World:
-    return build_world(*accounts, anon)
+def world(accounts: tuple[ApiClient, ApiClient, ApiClient], anon: ApiClient) -> World:
+    a, b, c = accounts
+    return build_world(a, b, anon, c)
 
 
 @pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")

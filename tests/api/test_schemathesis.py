@@ -72,6 +72,9 @@ def write_config(
         lines.append(f"{json.dumps('path.' + name)} = {toml_value(binding)}")
         if name == "node_id":  # new nodes under real parents reach the tree's rules
             lines.append(f'"body.parent_id" = {toml_value(binding)}')
+    # The push channel's stream (GET /journal/{id}/watch) stays open for `timeout` seconds
+    # by design; 0 makes it answer at once with what there is, every other input fuzzed.
+    lines.append('"query.timeout" = 0')
     lines.append("")
     if revoke_only:
         lines += ["[[operations]]", f"exclude-name = {toml_value(REVOKE)}", "enabled = false", ""]

@@ -13,11 +13,12 @@ CHECKS = {
            OR (SELECT coalesce(max(seq), 0) FROM journal j WHERE j.namespace_id = n.id)
               != n.last_seq
     """,
-    "used_bytes is the sum of live file sizes": """
+    "used_bytes is the sum of live file sizes in the namespaces the account owns": """
         SELECT a.id FROM account a
-        WHERE a.used_bytes != (SELECT coalesce(sum(size), 0) FROM node
-                               WHERE namespace_id = a.namespace_id AND kind = 'file'
-                                 AND deleted = FALSE)
+        WHERE a.used_bytes != (SELECT coalesce(sum(n.size), 0) FROM node n
+                               JOIN namespace ns ON ns.id = n.namespace_id
+                               WHERE ns.owner_account_id = a.id AND n.kind = 'file'
+                                 AND n.deleted = FALSE)
     """,
     "refcount counts revision_chunk rows exactly": """
         SELECT c.object FROM chunk c
@@ -27,7 +28,13 @@ CHECKS = {
         SELECT n.id FROM node n LEFT JOIN node p ON p.id = n.parent_id
         WHERE n.parent_id IS NOT NULL AND n.deleted = FALSE
           AND (p.id IS NULL OR p.kind != 'dir' OR p.deleted = TRUE
-               OR p.namespace_id != n.namespace_id)
+               OR (p.namespace_id != n.namespace_id
+                   AND NOT EXISTS (SELECT 1 FROM namespace s
+                                   WHERE s.id = n.namespace_id AND s.root_id = n.id)))
+    """,
+    "a share's root is in its namespace, and only a share root has a parent elsewhere": """
+        SELECT s.id FROM namespace s LEFT JOIN node r ON r.id = s.root_id
+        WHERE s.root_id IS NOT NULL AND (r.id IS NULL OR r.namespace_id != s.id)
     """,
     "a file's size is its head revision's size": """
         SELECT n.id FROM node n JOIN revision r ON r.id = n.head_revision
@@ -36,10 +43,21 @@ CHECKS = {
     "every revision_chunk object is owned by the committing account": """
         SELECT rc.object FROM revision_chunk rc
         JOIN revision r ON r.id = rc.revision_id
-        JOIN node n ON n.id = r.node_id
-        JOIN account a ON a.namespace_id = n.namespace_id
-        LEFT JOIN chunk_owner o ON o.object = rc.object AND o.account_id = a.id
+        JOIN device d ON d.id = r.device_id
+        LEFT JOIN chunk_owner o ON o.object = rc.object AND o.account_id = d.account_id
         WHERE o.object IS NULL
+    """,
+    "every folder's tree_bytes/tree_files are its live files below it (a full walk)": """
+        WITH RECURSIVE up(size, anc) AS (
+            SELECT size, parent_id FROM node WHERE kind = 'file' AND deleted = FALSE
+            UNION ALL
+            SELECT up.size, n.parent_id FROM up JOIN node n ON n.id = up.anc
+            WHERE n.parent_id IS NOT NULL
+        )
+        SELECT d.id FROM node d
+        LEFT JOIN (SELECT anc, sum(size) AS b, count(*) AS f FROM up GROUP BY anc) t
+               ON t.anc = d.id
+        WHERE d.tree_bytes != coalesce(t.b, 0) OR d.tree_files != coalesce(t.f, 0)
     """,
 }
 

@@ -213,11 +213,13 @@ class MountProcess:
         *,
         cache_size: int | None = None,
         log_level: str = "INFO",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.mountpoint = mountpoint
         self.state_dir = state_dir
         self.cache_size = cache_size
         self.log_level = log_level
+        self.extra_args = extra_args  # more `mountfs mount` options
         self.allowed_log: list[str] = []  # log fragments a test expects (e.g. a repair)
         self.console_path = state_dir.parent / f"{state_dir.name}-console.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -237,7 +239,7 @@ class MountProcess:
             cmd.append("--foreground")
         if self.cache_size is not None:
             cmd += ["--cache-size", str(self.cache_size)]
-        return cmd
+        return cmd + list(self.extra_args)
 
     def start(self) -> MountProcess:
         """Start the daemon in the foreground and return once the mount is live."""
@@ -413,11 +415,18 @@ class Devices:
         cache_size: int | None = None,
         start: bool = True,
         log_level: str = "INFO",
+        extra_args: tuple[str, ...] = (),
     ) -> MountProcess:
         state = state_dir or self.base / f"{name}-state"
         if not (state / "device.json").exists():
             make_state(state, self.account, name)
-        mount = MountProcess(self.base / name, state, cache_size=cache_size, log_level=log_level)
+        mount = MountProcess(
+            self.base / name,
+            state,
+            cache_size=cache_size,
+            log_level=log_level,
+            extra_args=extra_args,
+        )
         self.mounts.append(mount)
         if start:
             mount.start()
@@ -447,9 +456,8 @@ class Devices:
         """Assert that another device of the account shows `expected` at `relative`.
 
         The device is `reader`, or else a fresh one (new login, empty state and cache),
-        stopped again afterwards; it is synced first, so it has pulled everything. Read on
-        a device that has not cached the files: a device that already has a file in the
-        kernel's cache does not see remote edits of it yet (a known gap).
+        stopped again afterwards; it is synced first, so it has pulled everything (and the
+        kernel of `reader` has been told of every remote change it applied).
         """
         second = reader or self(f"device-{len(self.mounts) + 1}")
         try:

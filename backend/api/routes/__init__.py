@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backend.api.routes import auth, blocks, changes, chunks, journal, nodes, revisions
+from backend.api.routes import auth, blocks, changes, chunks, journal, nodes, revisions, watch
+from backend.api.routes import links as links_routes
+from backend.api.routes import shares as shares_routes
+from backend.api.routes import versions as versions_routes
 
 __all__ = ["API_PREFIX", "routers"]
 
@@ -21,5 +24,9 @@ def routers(*, embedded_store: bool) -> list[APIRouter]:
         changes.router,
         chunks.router,
         journal.router,
+        watch.router,
+        versions_routes.router,
+        shares_routes.router,
+        links_routes.router,
     ]
     return [*mounted, blocks.router] if embedded_store else mounted

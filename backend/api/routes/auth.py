@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from backend.api.answers import answer
 from backend.api.deps import CurrentDevice, CurrentSettings, Db
@@ -20,8 +20,8 @@ from backend.api.schemas import (
     LoginOut,
     MeOut,
 )
-from backend.services import accounts
-from backend.services.errors import RegistrationClosed
+from backend.services import accounts, ratelimit
+from backend.services.errors import RegistrationClosed, Unauthorized
 from backend.services.types import DeviceId
 
 __all__ = ["public", "router"]
@@ -45,10 +45,18 @@ def create_account(body: AccountIn, db: Db, settings: CurrentSettings) -> Accoun
     return AccountOut(account_id=made.id, name=made.name)
 
 
-@public.post("/login", responses=responses(401))
-def login(body: LoginIn, db: Db) -> LoginOut:
-    """Make a new device for the account; its token is shown this once."""
-    made = accounts.login(db, body.name, body.password, body.device_label)
+@public.post("/login", responses=responses(401, 429))
+def login(body: LoginIn, db: Db, settings: CurrentSettings, request: Request) -> LoginOut:
+    """Make a new device for the account; its token is shown this once. Failed attempts
+    are limited per account name and per source address (429 with `Retry-After`)."""
+    limits = ratelimit.limits_of(settings)
+    keys = [f"login:{body.name}", ratelimit.address_key(request)]
+    ratelimit.check(db, keys, limits)
+    try:
+        made = accounts.login(db, body.name, body.password, body.device_label)
+    except Unauthorized:
+        ratelimit.record_failure(db, keys, limits)
+        raise
     return LoginOut(account_id=made.account_id, device_id=made.device_id, token=made.token)
 
 

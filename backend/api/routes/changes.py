@@ -1,10 +1,12 @@
 """Batched changes: many tree ops and commits in one request (protocol.md § Batched).
 
 Each op is applied exactly like the single route it mirrors, in its own transaction, and
-answered on its own; a refused op does not stop the next. An applied op's result is
-stored under (device, op_id) in that same transaction, so a replayed batch is answered
-from storage and nothing is applied twice. Refused ops are not stored: a retry (e.g. after
-uploading the missing chunks) is evaluated afresh.
+answered on its own; a refused op does not stop the next, unless the batch asks for
+`stop_at_refusal` (what the sync engine sends: its ops depend on each other in order, so
+"delete z" must not run ahead of a refused "move x into z" that will be retried). An
+applied op's result is stored under (device, op_id) in that same transaction, so a
+replayed batch is answered from storage and nothing is applied twice. Refused ops are not
+stored: a retry (e.g. after uploading the missing chunks) is evaluated afresh.
 
 The stored result holds the node and the revision *id*, never chunk keys (keys are derived
 on every answer, never persisted); a replay re-reads the revision to answer it.
@@ -29,6 +31,7 @@ from backend.api.schemas import (
     CreateOp,
     DeleteOp,
     NodeOut,
+    RestoreOp,
     RevisionOut,
     UpdateOp,
     compact,
@@ -44,7 +47,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["changes"], responses=responses(400, 401, 413))
 
-AnyOp = CreateOp | UpdateOp | DeleteOp | CommitOp
+AnyOp = CreateOp | UpdateOp | DeleteOp | CommitOp | RestoreOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,20 @@ def push_changes(
     """Apply up to 1,000 ops in order; one result per op (fields that do not apply are
     absent)."""
     batch = _Batch(who, db, store, keys, settings.max_file_bytes)
-    return JSONResponse({"results": [_apply(batch, op) for op in body.ops]})
+    results: list[dict[str, Any]] = []
+    for op in body.ops:
+        if body.stop_at_refusal and results and results[-1]["status"] >= 300:
+            results.append(dict(NOT_ATTEMPTED))
+            continue
+        results.append(_apply(batch, op))
+    return JSONResponse({"results": results})
+
+
+NOT_ATTEMPTED: dict[str, Any] = {
+    "status": 424,
+    "error": "not_attempted",
+    "detail": "an earlier op of this batch was not applied (stop_at_refusal)",
+}
 
 
 def _apply(batch: _Batch, op: AnyOp) -> dict[str, Any]:
@@ -102,6 +118,8 @@ def _run(conn: Connection, batch: _Batch, op: AnyOp) -> tuple[int, Outcome]:
         return 200, tree.update_node(conn, who, NodeId(str(op.id)), op.to_change())
     if isinstance(op, DeleteOp):
         return 200, tree.delete_node(conn, who, NodeId(str(op.id)), op.base_version)
+    if isinstance(op, RestoreOp):
+        return 200, tree.restore_node(conn, who, NodeId(str(op.id)), op.name)
     outcome = revisions.commit(conn, who, NodeId(str(op.id)), op.to_new(), batch.max_file_bytes)
     return (201 if outcome.created else 200), outcome
 

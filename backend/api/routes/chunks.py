@@ -8,6 +8,9 @@ from backend.api.answers import answer
 from backend.api.deps import CurrentDevice, Db, Keys, Store
 from backend.api.errors import responses
 from backend.api.schemas import (
+    HeldOut,
+    HoldIn,
+    HoldOut,
     PreparedOut,
     PrepareIn,
     PrepareOut,
@@ -48,3 +51,18 @@ def read_urls(body: ReadUrlsIn, who: CurrentDevice, db: Db, store: Store) -> Res
     with db.read() as conn:
         chunks.check_readable(conn, who, [ObjectName(o) for o in body.objects])
     return answer(UrlsOut(urls=[UrlOut.of(o, store.presign_get(o)) for o in body.objects]))
+
+
+@router.post("/hold", response_model=HoldOut)
+def hold(body: HoldIn, who: CurrentDevice, db: Db, store: Store) -> Response:
+    """Record chunks this account uploaded that no commit names yet, so that `prepare`
+    answers them as present for it and an interrupted upload resumes without resending
+    them. Idempotent; `missing` lists objects whose upload the store does not confirm."""
+    result = chunks.hold_uploads(
+        db,
+        store,
+        who,
+        [chunks.HeldChunk(PlainHash(c.hash), ObjectName(c.object), c.size) for c in body.chunks],
+    )
+    held = [HeldOut(object=o, stored_size=n) for o, n in sorted(result.held.items())]
+    return answer(HoldOut(held=held, missing=list(result.missing)))

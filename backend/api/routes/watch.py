@@ -1,0 +1,138 @@
+"""The push channel (protocol.md § Push channel): Server-Sent Events on the API's port.
+
+`GET /journal/{namespace_id}/watch?after=P` answers `text/event-stream` and sends one event,
+`data: {"namespace_id": ..., "position": N}` (also `id: N`), as soon as the namespace's
+journal passes P, then again each time it passes the last position sent. It only says that
+there is news: the device then pulls the journal from its own cursor, so an event that
+never arrives costs latency, not correctness.
+
+- Auth and access are checked before the stream starts, like every other route: 401 JSON
+  without a valid token, 404 for a namespace the caller cannot read.
+- Silence is broken by a comment line (`: heartbeat`) every `heartbeat` seconds, so
+  proxies keep the connection and a client notices a dead one (no bytes for longer than
+  the heartbeat means the connection is gone). Before each heartbeat the stream checks
+  that the device is not revoked and may still read the namespace, else it ends.
+- The stream ends by itself after `timeout` seconds (default 300; 0 answers at once with
+  what is already there), and when the server stops. The client reconnects with the last
+  position it saw; a connection that lives for a bounded time also rebalances across
+  backend instances. Each answer carries `retry:` (ms), the reconnect delay a browser's
+  `EventSource` uses.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from backend.api.deps import CurrentDevice, Db
+from backend.api.errors import responses
+from backend.api.news import News, NewsFeed
+from backend.api.schemas import INT64
+from backend.db.engine import Database
+from backend.services import notify
+from backend.services.types import NamespaceId, Principal
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/journal", tags=["journal"])
+
+DEFAULT_TIMEOUT_S = 300
+MAX_TIMEOUT_S = 3600
+DEFAULT_HEARTBEAT_S = 15
+MAX_HEARTBEAT_S = 15
+"""Not longer: FastAPI's event-stream writer inserts its own keep-alive after 15 s."""
+RETRY_MS = 1000
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
+
+
+def _head(db: Database, who: Principal, namespace_id: NamespaceId) -> int:
+    with db.read() as conn:
+        return notify.watched_head(conn, who, namespace_id)
+
+
+def _may_go_on(db: Database, who: Principal, namespace_id: NamespaceId) -> bool:
+    with db.read() as conn:
+        return notify.may_still_watch(conn, who, namespace_id)
+
+
+def watched_head(namespace_id: Annotated[uuid.UUID, Path()], who: CurrentDevice, db: Db) -> int:
+    """The namespace's journal head now; 404 before the stream starts if it is not readable."""
+    return _head(db, who, NamespaceId(str(namespace_id)))
+
+
+Head = Annotated[int, Depends(watched_head)]
+
+
+def _event(namespace_id: NamespaceId, position: int) -> ServerSentEvent:
+    return ServerSentEvent(
+        data={"namespace_id": namespace_id, "position": position}, id=str(position)
+    )
+
+
+def _json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`errors.responses`, but documented as JSON: refusals happen before the stream
+    starts, so they are the usual JSON bodies, not events."""
+    declared = responses(*statuses)
+    for answer in declared.values():
+        answer.pop("model")
+        answer["content"] = {"application/json": {"schema": _ERROR_REF}}
+    return declared
+
+
+@router.get(
+    "/{namespace_id}/watch",
+    response_class=EventSourceResponse,
+    responses=_json_errors(400, 401, 404),
+)
+async def watch_journal(
+    namespace_id: Annotated[uuid.UUID, Path()],
+    head: Head,
+    who: CurrentDevice,
+    db: Db,
+    news: NewsFeed,
+    after: Annotated[int | None, Query(ge=0, le=INT64)] = None,
+    lifetime: Annotated[int, Query(alias="timeout", ge=0, le=MAX_TIMEOUT_S)] = DEFAULT_TIMEOUT_S,
+    heartbeat: Annotated[int, Query(ge=1, le=MAX_HEARTBEAT_S)] = DEFAULT_HEARTBEAT_S,
+) -> AsyncIterator[ServerSentEvent]:
+    """An event each time the journal passes the last position sent (first: `after`,
+    default the head now); a `: heartbeat` comment after `heartbeat` s of silence; the
+    stream ends after `timeout` s or when the server stops."""
+    namespace = NamespaceId(str(namespace_id))
+    last = head if after is None else after
+    yield ServerSentEvent(comment="watching", retry=RETRY_MS)
+    if head > last:
+        last = head
+        yield _event(namespace, last)
+    deadline = time.monotonic() + lifetime
+    while (left := deadline - time.monotonic()) > 0:
+        position = await _wait(news, namespace, last, min(heartbeat, left))
+        if position == _STOPPED:
+            return
+        if position is None:
+            if not await run_in_threadpool(_may_go_on, db, who, namespace):
+                return  # revoked meanwhile: the reconnect will be refused
+            if deadline - time.monotonic() > 0:
+                yield ServerSentEvent(comment="heartbeat")
+            continue
+        last = position
+        yield _event(namespace, last)
+
+
+_STOPPED = -1
+"""What `_wait` answers once the server is stopping (positions are never negative)."""
+
+
+async def _wait(news: News, namespace: NamespaceId, last: int, seconds: float) -> int | None:
+    """`wait_past`, cut short when the server stops (no yield inside the cancel scope)."""
+    if news.stopping:
+        return _STOPPED
+    position: int | None = None
+    with news.interruptible():
+        position = await news.notifier.wait_past(namespace, last, seconds)
+    return _STOPPED if news.stopping else position

@@ -1,0 +1,183 @@
+"""Garbage collection of chunk objects that nothing references (DESIGN.md invariant 7).
+
+An object may be deleted from the block store only when all of these hold, checked again
+inside the transaction that deletes it:
+
+- no revision references it: its `chunk` row has `refcount` 0 (refcounts are exact, kept in
+  the transactions of commits and purges), or it has no `chunk` row at all (an upload that
+  was never committed);
+- it has been unreferenced for longer than the grace period: `max(created_at,
+  released_at)` of its `chunk` row, or, with no row, the store's own time of the object,
+  is older than `now - grace`;
+- no account holds it with a hold younger than the grace (`held_upload`: uploaded, not
+  committed yet); older holds are abandoned uploads and are dropped with it.
+
+The grace period must be longer than any upload in flight: longer than a presigned URL
+lives (`url_ttl`) plus the time between a client's `prepare` ("skip this chunk, you have
+it") and its commit. The default is a day.
+
+Why a revision can never end up naming a deleted object, whatever runs concurrently: the
+deleting transaction also deletes the object's ownership (`chunk_owner`), holds and `chunk`
+row, and removes the object from the store *before it commits*. Every commit requires
+ownership inside its own transaction, and every confirmation of an upload
+(`revisions.confirm_uploads`, `chunks.hold_uploads`) consumes the store's evidence and
+looks at the object inside a write transaction holding the account's row lock. On SQLite
+all write transactions are serialised, so each of those runs entirely before the GC's
+(then the object is referenced or young, and kept) or entirely after it (then the object
+is gone, the confirmation finds nothing, and the commit is refused `missing_chunks`: the
+client uploads again, and the same bytes get the same name back). On PostgreSQL the GC's
+transaction takes the same account row locks (all of them, in id order) to get the same
+serialisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, delete, func, or_, select
+
+from backend.db.engine import Database
+from backend.db.tables import account, chunk, chunk_owner, held_upload
+from backend.services.clock import as_utc, utcnow
+from backend.store.base import BlockStore
+
+__all__ = ["DEFAULT_GRACE", "GcReport", "collect"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = timedelta(days=1)
+_BATCH = 200  # objects per deleting transaction
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What one pass did.
+
+    Attributes:
+        objects_deleted, bytes_deleted: removed from the store (and their rows).
+        holds_dropped: abandoned uploads' holds older than the grace.
+        kept_young: unreferenced objects kept because they are younger than the grace.
+        objects_listed: objects the store listed (the pass looks at each once).
+        seconds: wall time of the pass.
+    """
+
+    objects_deleted: int
+    bytes_deleted: int
+    holds_dropped: int
+    kept_young: int
+    objects_listed: int
+    seconds: float
+
+
+def collect(
+    db: Database, store: BlockStore, *, grace: timedelta, now: datetime | None = None
+) -> GcReport:
+    """One garbage collection pass (see the module docstring); safe to run at any time,
+    next to a serving backend and to another pass."""
+    started = time.monotonic()
+    now = now or utcnow()
+    cutoff = now - grace
+    with db.read() as conn:
+        released = _unreferenced_rows(conn, cutoff)
+        young_rows = int(
+            conn.execute(
+                select(func.count()).select_from(chunk).where(chunk.c.refcount == 0)
+            ).scalar_one()
+        ) - len(released)
+    listed = 0
+    orphans: dict[str, int] = {}
+    young_orphans = 0
+    known = _known_objects(db)
+    for stored in store.list_objects():
+        listed += 1
+        if stored.name in known:
+            continue
+        if stored.modified < cutoff:
+            orphans[stored.name] = stored.size
+        else:
+            young_orphans += 1
+    holds_dropped = _drop_old_holds(db, cutoff)
+    deleted = freed = kept = 0
+    candidates = sorted({**orphans, **released}.items())
+    for start in range(0, len(candidates), _BATCH):
+        batch = candidates[start : start + _BATCH]
+        with db.write() as conn:
+            _serialise_with_confirmations(conn)
+            for obj, size in batch:
+                if _still_collectable(conn, obj, cutoff):
+                    conn.execute(delete(held_upload).where(held_upload.c.object == obj))
+                    conn.execute(delete(chunk_owner).where(chunk_owner.c.object == obj))
+                    conn.execute(delete(chunk).where(chunk.c.object == obj))
+                    store.delete(obj)  # before the commit: see the module docstring
+                    deleted += 1
+                    freed += size
+                else:
+                    kept += 1
+    report = GcReport(
+        objects_deleted=deleted,
+        bytes_deleted=freed,
+        holds_dropped=holds_dropped,
+        kept_young=kept + young_orphans + max(young_rows, 0),
+        objects_listed=listed,
+        seconds=time.monotonic() - started,
+    )
+    log.info("gc: %s", report)
+    return report
+
+
+def _unreferenced_rows(conn: Connection, cutoff: datetime) -> dict[str, int]:
+    """Chunk rows unreferenced since before `cutoff`: object -> stored size."""
+    rows = conn.execute(
+        select(chunk.c.object, chunk.c.stored_size).where(
+            chunk.c.refcount == 0,
+            chunk.c.created_at < cutoff,
+            or_(chunk.c.released_at.is_(None), chunk.c.released_at < cutoff),
+        )
+    ).all()
+    return {r.object: int(r.stored_size) for r in rows}
+
+
+def _known_objects(db: Database) -> set[str]:
+    """Objects with a `chunk` row or any hold: never orphans, whatever their age."""
+    with db.read() as conn:
+        rows = set(conn.execute(select(chunk.c.object)).scalars())
+        rows |= set(conn.execute(select(held_upload.c.object)).scalars())
+    return rows
+
+
+def _drop_old_holds(db: Database, cutoff: datetime) -> int:
+    with db.write() as conn:
+        _serialise_with_confirmations(conn)
+        result = conn.execute(delete(held_upload).where(held_upload.c.held_at < cutoff))
+    return int(result.rowcount)
+
+
+def _serialise_with_confirmations(conn: Connection) -> None:
+    """PostgreSQL: take every account's row lock, as each upload confirmation takes its
+    own (SQLite's write transactions are serialised already)."""
+    if conn.dialect.name == "sqlite":
+        return
+    conn.execute(select(account.c.id).order_by(account.c.id).with_for_update()).all()
+
+
+def _still_collectable(conn: Connection, obj: str, cutoff: datetime) -> bool:
+    """The module docstring's conditions, read again under the serialisation."""
+    row = conn.execute(
+        select(chunk.c.refcount, chunk.c.created_at, chunk.c.released_at)
+        .where(chunk.c.object == obj)
+        .with_for_update()
+    ).first()
+    if row is not None:
+        if int(row.refcount) != 0 or as_utc(row.created_at) >= cutoff:
+            return False
+        if row.released_at is not None and as_utc(row.released_at) >= cutoff:
+            return False
+    young_hold = conn.execute(
+        select(held_upload.c.object)
+        .where(held_upload.c.object == obj, held_upload.c.held_at >= cutoff)
+        .limit(1)
+    ).first()
+    return young_hold is None

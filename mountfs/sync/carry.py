@@ -1,0 +1,154 @@
+"""Carrying cached bytes over to a file's new remote revision, so they are not downloaded again.
+
+A remote edit of a file this device has cached usually shares most chunks with the old
+revision (content-defined chunking: a 4 KiB edit of a 100 MiB file changes one or two).
+The applier gives the new revision a new inode number (`nodes.renumber`), whose cache file
+starts empty; the old inode's cache file still holds every byte it had. For each chunk of
+the new manifest whose hash is a chunk of the old one that is cached, the `Carrier` copies
+the bytes from the old cache file to the chunk's (possibly shifted) offset in the new one.
+
+Rules it keeps:
+- The old inode is *held* (`Inodes.hold`) from `submit` until the copy is done, so it is
+  not purged under the copy; `release` purges it once nobody else uses it either.
+- Bytes are read in a worker thread (the old cache file no longer changes: its inode has no
+  name, and writes only reach it through handles opened for writing, which defer remote
+  content instead), and written with `Fetcher.store`: only into gaps of the new file's
+  `present` extents, with the check, the write and the record in one transaction, so a
+  local write or a download that got there first is never overwritten.
+- The bytes were verified when they were downloaded, and the manifests name them by the
+  SHA-256 of their plaintext: equal hashes mean equal bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from mountfs.cache.block_cache import BlockCache
+from mountfs.state import nodes
+from mountfs.state.db import StateDb
+from mountfs.sync.fetch import Fetcher
+from mountfs.types import ChunkRef, InodeNo
+
+__all__ = ["Carrier", "Carry"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """Copy cached chunks from the retired inode `src` to the file's new inode `dst`.
+
+    Attributes:
+        pieces: (offset in `src`, the chunk as the new manifest places it in `dst`).
+    """
+
+    src: InodeNo
+    dst: InodeNo
+    pieces: tuple[tuple[int, ChunkRef], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(ref.size for _, ref in self.pieces)
+
+
+class Carrier:
+    """One task that performs carries in order; see the module docstring.
+
+    Args:
+        hold / release: keep the source inode from being purged, and let it go
+            (`Inodes.hold` / `Inodes.release`).
+        on_done: called with the destination inode when its carry is over (the pinner
+            then fetches what is still missing).
+
+    Attributes:
+        carried_bytes: bytes copied instead of downloaded since start.
+    """
+
+    def __init__(
+        self,
+        db: StateDb,
+        cache: BlockCache,
+        fetcher: Fetcher,
+        hold: Callable[[InodeNo], object],
+        release: Callable[[InodeNo], object],
+        on_done: Callable[[InodeNo], object] = lambda ino: None,
+    ) -> None:
+        self._db = db
+        self._cache = cache
+        self._fetcher = fetcher
+        self._hold = hold
+        self._release = release
+        self._on_done = on_done
+        self._send, self._receive = trio.open_memory_channel[Carry](math.inf)
+        self._limiter = trio.CapacityLimiter(1)
+        self._submitted = 0
+        self._finished = 0
+        self._progress = trio.Event()
+        self.carried_bytes = 0
+
+    def submit(self, carry: Carry) -> None:
+        """Queue a carry (trio thread; never blocks). Holds the source at once."""
+        self._hold(carry.src)
+        self._send.send_nowait(carry)
+        self._submitted += 1
+
+    async def drained(self) -> None:
+        """Return once every carry submitted before this call is over."""
+        target = self._submitted
+        while self._finished < target:
+            await self._progress.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Perform carries until cancelled (start it with `nursery.start`)."""
+        task_status.started()
+        async for carry in self._receive:
+            try:
+                await self._copy(carry)
+            except Exception:
+                log.exception("carrying cached bytes from inode %d failed", carry.src)
+            finally:
+                self._release(carry.src)
+                self._finished += 1
+                self._progress.set()
+                self._progress = trio.Event()
+            self._on_done(carry.dst)
+
+    async def _copy(self, carry: Carry) -> None:
+        try:
+            fd = os.open(self._cache.path(carry.src), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # evicted or never cached after all: the new revision is fetched
+        copied = 0
+        self._cache.pin(carry.dst)
+        try:
+            for src_offset, ref in carry.pieces:
+                data = await trio.to_thread.run_sync(
+                    os.pread, fd, ref.size, src_offset, limiter=self._limiter
+                )
+                if len(data) != ref.size or not _still_maps(self._db, carry.dst, ref):
+                    continue  # a short cache file, or `dst` has newer content meanwhile
+                self._fetcher.store(carry.dst, ref, data)  # no await since the check
+                copied += ref.size
+        finally:
+            os.close(fd)
+            self._cache.unpin(carry.dst)
+        with self._db.transaction() as conn:
+            nodes.complete_if_whole(conn, carry.dst)
+        self.carried_bytes += copied
+        log.debug("carried %d cached bytes from inode %d to %d", copied, carry.src, carry.dst)
+
+
+def _still_maps(db: StateDb, ino: InodeNo, ref: ChunkRef) -> bool:
+    """True if `ino`'s chunk map still has `ref` where the carry wants to put it (another
+    remote revision may have replaced the content in place since the carry was planned)."""
+    row = db.conn.execute(
+        "SELECT 1 FROM chunk_map WHERE ino = ? AND offset = ? AND size = ? AND hash = ?",
+        (ino, ref.offset, ref.size, ref.hash),
+    ).fetchone()
+    return row is not None
