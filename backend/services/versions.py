@@ -38,7 +38,7 @@ from sqlalchemy import Connection, delete, false, or_, select, true, update
 
 from backend.db.engine import Database
 from backend.db.tables import chunk, device, journal, namespace, node, revision, revision_chunk
-from backend.services import chunks, usage
+from backend.services import access, chunks, usage
 from backend.services import journal as feed
 from backend.services.clock import as_utc, utcnow
 from backend.services.errors import BadRequest, MissingChunks, NotFound
@@ -52,6 +52,7 @@ from backend.services.types import (
     Node,
     NodeId,
     NodeKind,
+    ObjectName,
     Principal,
     Revision,
     RevisionId,
@@ -259,9 +260,22 @@ def list_trash(conn: Connection, who: Principal) -> tuple[TrashItem, ...]:
     return tuple(items)
 
 
+def _acting_in(conn: Connection, who: Principal, node_id: NodeId) -> Principal:
+    """The caller, acting in the namespace that holds the node: its own tree, or a shared
+    folder it may write to (an editor's or the owner's), whose root then stands for the
+    account root. NotFound without access; Forbidden for a viewer."""
+    found = access.node_for_write(conn, who, node_id)
+    if found.namespace_id == who.namespace_id:
+        return who
+    root = access.namespace_info(conn, found.namespace_id).root_id
+    assert root is not None, "a namespace other than the account's own is a shared one"
+    return replace(who, namespace_id=found.namespace_id, root_id=root)
+
+
 def _visible(conn: Connection, who: Principal, node_id: NodeId) -> Node:
-    """The node if it is in the caller's tree and not purged; NotFound otherwise."""
-    found = get_node(conn, who.namespace_id, node_id)
+    """The node if the caller may read it (its tree or an accepted share) and it is not
+    purged; NotFound otherwise."""
+    found, _ = access.node_for_read(conn, who, node_id)
     purged = conn.execute(select(node.c.purged_at).where(node.c.id == node_id)).scalar_one()
     if purged is not None:
         raise NotFound("no such node (purged from the trash)")
@@ -365,9 +379,10 @@ def restore(
     file gets the revision before its head back ("undo the last change"), a deleted
     folder comes back with what was deleted with it.
     """
+    who = _acting_in(conn, who, node_id)
     feed.lock_namespace(conn, who.namespace_id)
     current = _visible(conn, who, node_id)
-    if current.parent_id is None:
+    if current.parent_id is None or current.id == who.root_id:
         raise BadRequest("the root cannot be restored")
     if current.kind is not NodeKind.FILE:
         if revision_id is not None or at is not None:
@@ -417,10 +432,24 @@ def _pick_revision(
 
 
 def _check_chunks(conn: Connection, who: Principal, target: Revision) -> None:
-    """The account must still own every chunk (it does, unless scrub found one gone)."""
-    missing = chunks.unowned(conn, who.account_id, [r.object for r in target.chunks or ()])
+    """Every chunk must still be owned (it is, unless scrub found one gone)."""
+    missing = _missing_chunks(conn, who, target)
     if missing:
         raise MissingChunks(missing)
+
+
+def _missing_chunks(conn: Connection, who: Principal, target: Revision) -> list[ObjectName]:
+    """The version's chunks that the account which committed it no longer owns.
+
+    That account, not the caller: in a shared folder an editor restores versions that
+    the owner (or another member) committed. Their bytes are readable by every member
+    anyway, so re-referencing them reveals nothing (invariant 5 is about chunks the
+    caller could not read)."""
+    maker = conn.execute(
+        select(device.c.account_id).where(device.c.id == target.device_id)
+    ).scalar()
+    account = maker if maker is not None else who.account_id
+    return list(chunks.unowned(conn, account, [r.object for r in target.chunks or ()]))
 
 
 def _new_revision(who: Principal, file: Node, target: Revision) -> Revision:
@@ -520,7 +549,7 @@ def _undelete_tree(conn: Connection, who: Principal, folder: Node) -> RestoreRes
 
 
 def _unowned(conn: Connection, who: Principal, target: Revision) -> bool:
-    return bool(chunks.unowned(conn, who.account_id, [r.object for r in target.chunks or ()]))
+    return bool(_missing_chunks(conn, who, target))
 
 
 def _revive_dir(
