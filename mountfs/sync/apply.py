@@ -12,18 +12,42 @@ Local work always wins locally until the backend has decided:
   here and purged once the backend acknowledged the delete, and the pull, which lags
   behind the push, must not resurrect it (or push a conflicted-copy rename of whatever
   took its name since);
-- a node with queued metadata ops keeps its local name and attributes: the pusher rebases
-  those ops on the new version and the last writer wins;
+- a node with queued metadata ops keeps what those ops set (its folder, its name, its
+  attributes) and takes the rest from the backend: the pusher rebases the ops on the new
+  version and the last writer wins field by field, so both sides end with the same place
+  (a move sent with only a new folder keeps the backend's name there, and so must we);
 - a file with unsent content keeps it: its commit will meet the remote head as a conflict,
-  which the uploader resolves by keeping both (a conflicted copy);
+  which the uploader resolves by keeping both (a conflicted copy); a clean file open for
+  writing keeps it too, and the remote revision waits in `deferred_content` until the last
+  writable handle is closed (`apply_deferred`);
 - a local node that was never pushed and sits on a name that a remote node takes gets the
-  remote name's conflict-free neighbour name, so both stay visible.
+  remote name's conflict-free neighbour name, so both stay visible;
+- a node removed here whose removal is still queued is left alone: the removal's
+  precondition meets the remote change and the pusher decides (a delete loses to a
+  concurrent edit, `mountfs.sync.conflicts`); a node removed here and acknowledged that
+  comes back (another device restored it) gets a new inode number;
+- a folder deleted remotely that still has children here (queued creates or moves into
+  it) is kept: those ops restore it on the backend;
+- a remote move that would put a folder inside its own subtree here (crossing moves: our
+  queued move of the other folder is still unsent) first moves the folder of ours that
+  closes the cycle back out, to where the moved one was; our queued move then fails with
+  `cycle` and the resolver adopts the backend's place.
+`adopt` applies a node state the backend answered outside the journal (a refused op's
+`current`, a folder listing), without moving the cursor; the conflict resolver uses it.
 Remote content is not downloaded here: the file's chunk map is replaced and its bytes are
-fetched on first read (`Fetcher`).
+fetched on first read (`Fetcher`), or by the pinner for pinned files (`on_content`).
+With the writeback cache the kernel owns the size and pages of a file it has cached, so a
+file the kernel (or an open handle) still uses gets its new content under a new inode
+number (`nodes.renumber`) and the kernel is told that the old inode's name is gone
+(`entry(..., deleted=old)`): the next lookup builds a fresh inode, while descriptors opened
+before keep reading the old revision, as after an atomic replace by rename.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import json
 import logging
 import sqlite3
 import time
@@ -36,9 +60,10 @@ from mountfs.state import extents, nodes, outbox
 from mountfs.state.db import StateDb
 from mountfs.state.schema import EXTENT_PRESENT, ROOT_INO
 from mountfs.sync import manifests
+from mountfs.sync.carry import Carry
 from mountfs.sync.conflicts import conflicted_name
 from mountfs.transport.api import JournalEntry, RemoteNode
-from mountfs.types import InodeNo, Manifest, keys_from_wire
+from mountfs.types import ChunkRef, InodeNo, Manifest, keys_from_wire
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +71,11 @@ log = logging.getLogger(__name__)
 class Invalidator(Protocol):
     """What the kernel must be told after local state changed under it."""
 
-    def entry(self, parent: InodeNo, name: str) -> None:
-        """A name in `parent` appeared, vanished or now points elsewhere."""
+    def entry(self, parent: InodeNo, name: str, deleted: int = 0) -> None:
+        """A name in `parent` appeared, vanished or now points elsewhere.
+
+        `deleted`: the inode the name referred to, which no name refers to any more.
+        """
 
     def inode(self, ino: InodeNo, data: bool) -> None:
         """The attributes (and, if `data`, the cached content) of `ino` are stale."""
@@ -58,6 +86,12 @@ class _Pending:
     entries: list[tuple[InodeNo, str]] = field(default_factory=list)
     inodes: list[tuple[InodeNo, bool]] = field(default_factory=list)
     unlinked: list[InodeNo] = field(default_factory=list)
+    replaced: list[tuple[InodeNo, str, InodeNo]] = field(default_factory=list)
+    """(parent, name, old inode) of files whose content moved to a new inode number."""
+    content: list[InodeNo] = field(default_factory=list)
+    """Files whose remote content changed (the pinner downloads those it keeps)."""
+    carries: list[Carry] = field(default_factory=list)
+    """Cached chunks to copy from a retired inode to its successor."""
 
 
 class RemoteApplier:
@@ -69,6 +103,14 @@ class RemoteApplier:
         device_id: this device's id: its own entries for nodes it no longer has are skipped.
         purge_if_unused: called with an unlinked inode; the tree drops it if the kernel and
             no open handle still use it.
+        in_use: True while the kernel or an open handle references the inode (its remote
+            content then arrives under a new inode number).
+        is_open_for_write: True while a writable handle of the inode is open (its remote
+            content is deferred until it is closed).
+        on_content: called with each file inode whose remote content changed, after the
+            commit (the composition root points it at the pinner).
+        carry: takes the cached chunks a new revision shares with the old one
+            (`Carrier.submit`); None (no mount) drops the cached bytes instead.
     """
 
     def __init__(
@@ -80,6 +122,11 @@ class RemoteApplier:
         owner: tuple[int, int],
         device_label: str,
         device_id: str,
+        *,
+        in_use: Callable[[InodeNo], bool] = lambda ino: False,
+        is_open_for_write: Callable[[InodeNo], bool] = lambda ino: False,
+        on_content: Callable[[InodeNo], object] = lambda ino: None,
+        carry: Callable[[Carry], object] | None = None,
     ) -> None:
         self._db = db
         self._cache = cache
@@ -88,19 +135,138 @@ class RemoteApplier:
         self._owner = owner
         self._device_label = device_label
         self._device_id = device_id
+        self._in_use = in_use
+        self._is_open_for_write = is_open_for_write
+        self._on_content = on_content
+        self._carry = carry
 
-    def apply(self, entry: JournalEntry) -> None:
-        """Apply one entry and advance the cursor, atomically; then notify the kernel."""
+    def apply(self, entry: JournalEntry, cursor_key: str = "cursor") -> None:
+        """Apply one entry and advance the cursor, atomically; then notify the kernel.
+
+        `cursor_key`: the meta key of the journal's cursor (`cursor` for the account's own
+        journal, `cursor:<namespace>` for a followed share, `mountfs.sync.shared`)."""
         pending = _Pending()
         with self._db.transaction() as conn:
             self._apply(conn, entry, pending)
-            self._db.set_meta("cursor", str(entry.seq))
+            self._db.set_meta(cursor_key, str(entry.seq))
         for parent, name in pending.entries:
             self._invalidator.entry(parent, name)
         for ino, data in pending.inodes:
             self._invalidator.inode(ino, data)
         for ino in pending.unlinked:
             self._purge_if_unused(ino)
+        self._notify_content(pending)
+
+    def adopt(
+        self,
+        remote: RemoteNode,
+        revision: dict[str, object] | None,
+        prepare: Callable[[sqlite3.Connection], list[tuple[InodeNo, str]]] | None = None,
+    ) -> bool:
+        """Make the local node agree with `remote`, a state the backend answered.
+
+        For the conflict resolver, after it gave up a local change (a refused delete, move
+        or rename-over): the node goes where the backend has it, with the backend's
+        attributes and, if `revision` (its head, with keys) is given, its content. A node
+        with other queued moves keeps its place (those moves will set it). Newer news
+        already applied from the journal wins. The cursor does not move. `prepare` runs
+        first in the same transaction (the resolver's own change that must commit with it)
+        and returns the names it changed.
+
+        Returns:
+            False if the node's parent is not known here (adopt the parent first).
+        """
+        pending = _Pending()
+        with self._db.transaction() as conn:
+            if prepare is not None:
+                pending.entries += prepare(conn)
+            done = self._adopt(conn, remote, revision, pending)
+        self._flush(pending)
+        return done
+
+    def changed(self, entries: list[tuple[InodeNo, str]], unlinked: list[InodeNo]) -> None:
+        """Tell the kernel about names the conflict resolver changed (after its commit)."""
+        self._flush(_Pending(entries=entries, unlinked=unlinked))
+
+    def _flush(self, pending: _Pending) -> None:
+        for parent, name in pending.entries:
+            self._invalidator.entry(parent, name)
+        for ino, data in pending.inodes:
+            self._invalidator.inode(ino, data)
+        for ino in pending.unlinked:
+            self._purge_if_unused(ino)
+        self._notify_content(pending)
+
+    def _adopt(
+        self,
+        conn: sqlite3.Connection,
+        remote: RemoteNode,
+        revision: dict[str, object] | None,
+        pending: _Pending,
+    ) -> bool:
+        local = nodes.by_node_id(conn, remote.id)
+        if remote.parent_id is None:
+            return True
+        if local is not None and (local.remote_version or 0) > remote.version:
+            return True
+        if remote.deleted:
+            if local is not None:
+                self._delete(conn, local, remote, pending)
+            return True
+        own = _queued_place(conn, remote.id) if local is not None and local.linked else _NOTHING
+        if local is not None and own == _PLACE:
+            nodes.set_fields(conn, local.ino, {"remote_version": remote.version})
+        else:
+            parent = _parent_for(conn, local, remote, own)
+            if parent is None or not parent.linked:
+                return False
+            if local is None:
+                local = self._create(conn, remote, parent.ino, pending)
+            else:
+                local = self._update(conn, local, _merged(local, remote, own), parent.ino, pending)
+        if (
+            revision is not None
+            and local.kind == "file"
+            and local.remote_head_revision != revision.get("id")
+        ):
+            self._content(conn, local, remote, revision, pending)
+        return True
+
+    def _notify_content(self, pending: _Pending) -> None:
+        if self._carry is not None:
+            for carry in pending.carries:
+                self._carry(carry)  # holds the old inode before the purges below
+        for parent, name, old in pending.replaced:
+            self._invalidator.entry(parent, name, old)
+            self._purge_if_unused(old)
+        carried = {carry.dst for carry in pending.carries}
+        for ino in pending.content:
+            if ino not in carried:  # the carrier reports those when it is done
+                self._on_content(ino)
+
+    def apply_deferred(self) -> int:
+        """Apply remote revisions that waited for a file's writers to close; return how many.
+
+        A file that was written meanwhile keeps its content (its commit meets the remote
+        head as a conflict); a file gone meanwhile drops its deferred revision.
+        """
+        rows = self._db.conn.execute("SELECT node_id, body FROM deferred_content").fetchall()
+        applied = 0
+        for node_id, body in rows:
+            node = nodes.by_node_id(self._db.conn, node_id)
+            if node is not None and node.linked and self._is_open_for_write(node.ino):
+                continue
+            pending = _Pending()
+            with self._db.transaction() as conn:
+                conn.execute("DELETE FROM deferred_content WHERE node_id = ?", (node_id,))
+                if node is not None and node.linked and not node.dirty:
+                    saved = json.loads(body)
+                    self._replace_content(
+                        conn, node.ino, saved["revision"], int(saved["mtime_ns"]), pending
+                    )
+                    applied += 1
+            self._notify_content(pending)
+        return applied
 
     def _apply(self, conn: sqlite3.Connection, entry: JournalEntry, pending: _Pending) -> None:
         remote = entry.node
@@ -115,28 +281,44 @@ class RemoteApplier:
             return
         if local is None and entry.device_id == self._device_id:
             return  # made here, then deleted here and purged: never bring it back
+        if local is not None and not local.linked and outbox.references(conn, remote.id):
+            # Removed here, the removal still queued: its precondition meets this change
+            # and the pusher decides (an edit beats the delete). Not even the version is
+            # taken, so that the removal is refused and looked at again.
+            return
         if remote.deleted:
             if local is not None:
                 self._delete(conn, local, remote, pending)
             return
-        if local is not None and _has_own_ops(conn, remote.id):
-            # Our queued ops decide its place and attributes (they may have moved it out of
-            # a folder deleted since): only the version is news.
+        # A node's place is two fields, merged one by one: what our queued moves set stays
+        # ours (they may have moved it out of a folder deleted since; the backend takes
+        # them on top: last writer wins), the rest is the backend's. Taking nothing when a
+        # queued op sets only one of them would leave this device's tree different from
+        # the backend's once that op lands (it changes only its own field there).
+        # Queued attribute changes alone keep the attributes, not the place (`_update`).
+        own = _queued_place(conn, remote.id) if local is not None and local.linked else _NOTHING
+        if local is not None and own == _PLACE:
             conn.execute(
                 "UPDATE nodes SET remote_version = ? WHERE ino = ?", (remote.version, local.ino)
             )
         else:
-            parent = nodes.by_node_id(conn, remote.parent_id)
+            parent = _parent_for(conn, local, remote, own)
             if parent is None or (parent.parent_ino is None and parent.ino != ROOT_INO):
-                # Our own entries are old news about a place we have left since.
-                level = logging.DEBUG if entry.device_id == self._device_id else logging.WARNING
+                # Our own entries are old news about a place we have left since; another
+                # device's, about a folder removed here: if our delete of it is refused
+                # (not empty), the resolver lists the folder again and adopts what is in it.
+                level = logging.DEBUG if entry.device_id == self._device_id else logging.INFO
                 log.log(level, "journal %d: parent of %s unknown; skipped", entry.seq, remote.id)
                 return
             if local is None:
                 local = self._create(conn, remote, parent.ino, pending)
             else:
-                self._update(conn, local, remote, parent.ino, pending)
-        if entry.revision is not None and local is not None:
+                local = self._update(conn, local, _merged(local, remote, own), parent.ino, pending)
+        if (
+            entry.revision is not None
+            and local is not None
+            and entry.revision.get("id") != local.remote_head_revision  # ours, recorded
+        ):
             self._content(conn, local, remote, entry.revision, pending)
 
     def _free_name(
@@ -196,19 +378,62 @@ class RemoteApplier:
         remote: RemoteNode,
         parent_ino: InodeNo,
         pending: _Pending,
-    ) -> None:
+    ) -> nodes.Node:
+        """Move and set attributes of a known node; returns its row (maybe a new one)."""
+        if not local.linked:
+            # Removed here and acknowledged, back on the backend (restored): a new inode
+            # number, since the kernel may still hold the old one as deleted.
+            conn.execute(
+                "UPDATE nodes SET node_id = ? WHERE ino = ?",
+                (nodes.retired_id(local.node_id, local.ino), local.ino),
+            )
+            pending.unlinked.append(local.ino)
+            return self._create(conn, remote, parent_ino, pending)
         fields: dict[str, object] = {"remote_version": remote.version}
         moved = local.parent_ino != parent_ino or local.name != remote.name
+        if moved and local.kind == "dir" and nodes.ancestors_include(conn, parent_ino, local.ino):
+            self._break_cycle(conn, local, parent_ino, pending)
         if moved and local.parent_ino is not None and local.name is not None:
             self._free_name(conn, parent_ino, remote.name, pending)
             pending.entries += [(local.parent_ino, local.name), (parent_ino, remote.name)]
             fields.update(parent_ino=parent_ino, name=remote.name)
-        if local.mode != remote.mode:
+        own_attrs = _has_own_ops(conn, local.node_id)  # queued: ours are sent after theirs
+        if local.mode != remote.mode and not own_attrs:
             fields["mode"] = remote.mode
-        if local.mtime_ns != remote.mtime_ns and not local.dirty:
+        if local.mtime_ns != remote.mtime_ns and not local.dirty and not own_attrs:
             fields["mtime_ns"] = remote.mtime_ns  # a dirty file's commit will carry its own
         nodes.set_fields(conn, local.ino, fields)
         pending.inodes.append((local.ino, False))
+        updated = nodes.get(conn, local.ino)
+        assert updated is not None
+        return updated
+
+    def _break_cycle(
+        self, conn: sqlite3.Connection, moved: nodes.Node, parent_ino: InodeNo, pending: _Pending
+    ) -> None:
+        """`parent_ino` lies below `moved` here: move the folder that closes the loop out.
+
+        Only a queued move of ours can have put it there (the backend never has a cycle),
+        so the folder on the path that has a queued move goes back out, to the place
+        `moved` leaves; that queued move will be refused (`cycle`) and the resolver then
+        adopts the backend's place for it.
+        """
+        path: list[nodes.Node] = []
+        cursor = nodes.get(conn, parent_ino)
+        while cursor is not None and cursor.ino != moved.ino and len(path) < 4096:
+            path.append(cursor)
+            cursor = None if cursor.parent_ino is None else nodes.get(conn, cursor.parent_ino)
+        if not path or moved.parent_ino is None:
+            return
+        culprit = next((n for n in reversed(path) if _queued_move(conn, n.node_id)), path[-1])
+        assert culprit.name is not None
+        assert culprit.parent_ino is not None
+        name = culprit.name
+        if nodes.by_name(conn, moved.parent_ino, name) is not None:
+            name = self._unused_name(conn, moved.parent_ino, name)
+        nodes.set_fields(conn, culprit.ino, {"parent_ino": moved.parent_ino, "name": name})
+        pending.entries += [(culprit.parent_ino, culprit.name), (moved.parent_ino, name)]
+        log.info("crossing moves: %s taken out of %s's subtree", culprit.node_id, moved.node_id)
 
     def _delete(
         self, conn: sqlite3.Connection, local: nodes.Node, remote: RemoteNode, pending: _Pending
@@ -220,7 +445,9 @@ class RemoteApplier:
             log.info("remote delete of %s ignored: it has local changes", local.node_id)
             return
         if local.kind == "dir" and nodes.has_children(conn, local.ino):
-            log.warning("remote delete of non-empty dir %s deferred", local.node_id)
+            # What is in it here was added (or moved in) here: those ops restore it.
+            nodes.set_fields(conn, local.ino, {"remote_version": remote.version})
+            log.info("remote delete of %s kept: it has children here", local.node_id)
             return
         if local.parent_ino is not None and local.name is not None:
             pending.entries.append((local.parent_ino, local.name))
@@ -239,24 +466,143 @@ class RemoteApplier:
     ) -> None:
         if local.dirty:
             return  # our commit will meet this head as a conflict (uploader keeps both)
+        if self._is_open_for_write(local.ino):
+            # A writer may still change it: never pull the content from under it. The
+            # revision waits until the last writable handle is closed (apply_deferred).
+            body = json.dumps({"revision": revision, "mtime_ns": remote.mtime_ns})
+            conn.execute(
+                "INSERT INTO deferred_content (node_id, body) VALUES (?, ?) "
+                "ON CONFLICT(node_id) DO UPDATE SET body = excluded.body",
+                (local.node_id, body),
+            )
+            log.info("remote content of %s waits until it is closed here", local.node_id)
+            return
+        self._replace_content(conn, local.ino, revision, remote.mtime_ns, pending)
+
+    def _replace_content(
+        self,
+        conn: sqlite3.Connection,
+        ino: InodeNo,
+        revision: dict[str, object],
+        mtime_ns: int,
+        pending: _Pending,
+    ) -> None:
+        """Make a clean file's content the remote revision's (fetched on demand).
+
+        A file the kernel or a handle still uses moves to a new inode number first (see the
+        module docstring); the old inode keeps its bytes and chunk map for the descriptors
+        that have it open and is purged once nobody uses it. So does a file whose cached
+        chunks the new revision shares: the `Carrier` copies them to the new inode.
+        """
+        node = nodes.get(conn, ino)  # re-read: the entry may have renamed it already
+        if node is None or node.kind != "file":
+            return
+        conn.execute("DELETE FROM deferred_content WHERE node_id = ?", (node.node_id,))
         manifest = Manifest.from_wire(revision)
         chunks = revision.get("chunks")
         keys = keys_from_wire(chunks if isinstance(chunks, list) else [])
-        manifests.replace(conn, local.ino, manifest, keys)
-        extents.clear(conn, local.ino, EXTENT_PRESENT)
-        self._cache.truncate(local.ino, 0)
+        reuse = _reusable(conn, node, manifest) if self._carry is not None else ()
+        # In place only if nothing can still write old bytes into the cache file: no kernel
+        # reference or handle, and no fetch in flight (a download of the old revision would
+        # land in the gaps of the new one).
+        busy = self._in_use(ino) or self._cache.is_pinned(ino)
+        if node.linked and (busy or reuse):
+            new = nodes.renumber(conn, ino)
+            assert new.parent_ino is not None
+            assert new.name is not None
+            pending.replaced.append((new.parent_ino, new.name, ino))
+            target = new.ino
+            if reuse:
+                pending.carries.append(Carry(ino, target, reuse))
+        else:
+            extents.clear(conn, ino, EXTENT_PRESENT)
+            self._cache.truncate(ino, 0)
+            target = ino
+        manifests.replace(conn, target, manifest, keys)
         nodes.set_fields(
             conn,
-            local.ino,
+            target,
             {
                 "size": manifest.size,
                 "remote_size": manifest.size,
                 "remote_head_revision": str(revision["id"]),
-                "mtime_ns": remote.mtime_ns,
+                "mtime_ns": mtime_ns,
                 "complete": manifest.size == 0,
             },
         )
-        pending.inodes.append((local.ino, True))
+        pending.content.append(target)
+
+
+def _queued_move(conn: sqlite3.Connection, node_id: str) -> bool:
+    """True if a queued op of the node sets its place (its create, a move or a rename)."""
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE node_id = ? AND (op = 'create' OR parent_id IS NOT NULL "
+        "OR json_extract(body, '$.name') IS NOT NULL) LIMIT 1",
+        (node_id,),
+    ).fetchone()
+    return row is not None
+
+
+_PLACE = frozenset({"parent", "name"})
+_NOTHING: frozenset[str] = frozenset()
+
+
+def _queued_place(conn: sqlite3.Connection, node_id: str) -> frozenset[str]:
+    """Which parts of the node's place (`parent`, `name`) its queued ops set.
+
+    A create sets both, and so does a rename-over (the replaced node's place), even if its
+    body should lack them."""
+    rows = conn.execute(
+        "SELECT op = 'create' OR replace_id IS NOT NULL, parent_id IS NOT NULL, "
+        "json_extract(body, '$.name') IS NOT NULL "
+        "FROM outbox WHERE node_id = ? AND op != 'delete'",
+        (node_id,),
+    ).fetchall()
+    parts: set[str] = set()
+    for create, parent, name in rows:
+        if create or parent:
+            parts.add("parent")
+        if create or name:
+            parts.add("name")
+    return frozenset(parts)
+
+
+def _parent_for(
+    conn: sqlite3.Connection, local: nodes.Node | None, remote: RemoteNode, own: frozenset[str]
+) -> nodes.Node | None:
+    """The folder a remote node goes into here: ours if our queued moves set it."""
+    if local is not None and "parent" in own and local.parent_ino is not None:
+        return nodes.get(conn, local.parent_ino)
+    return None if remote.parent_id is None else nodes.by_node_id(conn, remote.parent_id)
+
+
+def _merged(local: nodes.Node, remote: RemoteNode, own: frozenset[str]) -> RemoteNode:
+    """`remote` with the name our queued ops set (if they do)."""
+    if "name" in own and local.name is not None and local.name != remote.name:
+        return dataclasses.replace(remote, name=local.name)
+    return remote
+
+
+def _reusable(
+    conn: sqlite3.Connection, node: nodes.Node, manifest: Manifest
+) -> tuple[tuple[int, ChunkRef], ...]:
+    """Chunks of `manifest` whose bytes the clean file `node` has cached, with their offset
+    in its cache file (content-defined chunks may have moved)."""
+    present = [] if node.complete else extents.intervals(conn, node.ino, EXTENT_PRESENT)
+    if node.size == 0 or not (node.complete or present):
+        return ()
+    starts = [start for start, _ in present]
+    cached: dict[str, int] = {}
+    for ref, _key in manifests.load(conn, node.ino):
+        end = min(ref.offset + ref.size, node.size)
+        if end - ref.offset != ref.size:
+            continue
+        if not node.complete:
+            i = bisect.bisect_right(starts, ref.offset) - 1
+            if i < 0 or present[i][1] < end:
+                continue
+        cached.setdefault(ref.hash, ref.offset)
+    return tuple((cached[ref.hash], ref) for ref in manifest.chunks if ref.hash in cached)
 
 
 def _has_own_ops(conn: sqlite3.Connection, node_id: str) -> bool:

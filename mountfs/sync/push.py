@@ -4,15 +4,23 @@ The outbox rows carry null preconditions; they are filled here from `nodes.remot
 simulating the batch so that ops on the same node chain (a create answers version 1, every
 applied change adds one). If an op fails, every later op of the batch is released and sent
 again next round with fresh versions: an op that did apply is answered from the backend's
-record of its `op_id`, never applied twice.
+record of its `op_id`, never applied twice. The batch is sent with `stop_at_refusal`, so the
+backend leaves every op after a refusal untouched (424 `not_attempted`): ops depend on each
+other in order, and a later `delete z` must not run ahead of a refused move into `z`.
 
 Answers:
 - 2xx: the node's `remote_version` becomes the answer's version; the row is done.
-- 409 `conflict` (a stale version: another device changed the node): the version is refreshed
-  from `current` and the op is sent again. Metadata changes rebase: the last one wins, which
-  is what users expect of a rename or a chmod (content conflicts are the uploader's).
+- 409 (`conflict`, `name_taken`, `cycle`, `not_a_directory`, `not_empty`): another device
+  changed something first. The op stays claimed while the conflict resolver
+  (`mountfs.sync.conflicts`) decides: send it again (a stale version refreshed, a name
+  changed to a conflicted-copy name, a deleted folder restored first) or take it as done
+  (a delete that lost to an edit, a move that would close a cycle). Metadata changes
+  rebase: the last one wins, which is what users expect of a rename or a chmod.
 - other 4xx: the backend will never take this op; it is dropped and logged as an error.
 - 5xx or no answer: the batch stops; it is sent again after a backoff.
+An op that is still refused after `MAX_REBASES` resolutions is left queued and the round
+fails with an error (logged by the engine, retried after its backoff): nothing is dropped
+for being hard to place.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 from mountfs.state import outbox
 from mountfs.state.db import StateDb
 from mountfs.state.outbox import OutboxOp
+from mountfs.sync.conflicts import Resolver, Verdict
 from mountfs.transport.api import ApiClient, OpResult
 from mountfs.transport.retry import TEMPORARY_STATUSES
 from mountfs.types import NodeId
@@ -32,7 +41,12 @@ from mountfs.types import NodeId
 log = logging.getLogger(__name__)
 
 BATCH_OPS = 500
-MAX_REBASES = 5
+MAX_REBASES = 8
+RESOLVABLE = frozenset({"conflict", "name_taken", "cycle", "not_a_directory", "not_empty"})
+
+
+class StuckOp(RuntimeError):
+    """An op was refused again and again although each refusal was resolved."""
 
 
 @dataclass(slots=True)
@@ -40,6 +54,7 @@ class PushStats:
     applied: int = 0
     rebased: int = 0
     dropped: int = 0
+    resolved: int = 0
 
 
 class Pusher:
@@ -49,12 +64,21 @@ class Pusher:
         on_deleted: called (on the trio thread, inside no transaction) with the id of every
             node whose deletion the backend acknowledged, so the tree can purge its
             tombstone once nothing local uses it.
+        resolver: decides about ops refused with a 409 (without one, a stale version is
+            rebased and every other refusal dropped).
     """
 
-    def __init__(self, db: StateDb, api: ApiClient, on_deleted: Callable[[NodeId], None]) -> None:
+    def __init__(
+        self,
+        db: StateDb,
+        api: ApiClient,
+        on_deleted: Callable[[NodeId], None],
+        resolver: Resolver | None = None,
+    ) -> None:
         self._db = db
         self._api = api
         self._on_deleted = on_deleted
+        self._resolver = resolver
         self._rebases: dict[str, int] = {}
         self.stats = PushStats()
 
@@ -75,8 +99,31 @@ class Pusher:
         except BaseException:
             self._release([op.seq for op in batch])
             raise
-        self._apply(batch, results)
+        refused = self._apply(batch, results)
+        if refused is not None:
+            op, result = refused
+            try:
+                await self._resolve(op, result)
+            finally:
+                self._release([op.seq])  # a no-op if the resolver completed it
         return True
+
+    async def _resolve(self, op: OutboxOp, result: OpResult) -> None:
+        """Ask the resolver about a refused op (still claimed: nothing merges into it)."""
+        assert self._resolver is not None
+        tries = self._rebases.get(op.op_id, 0) + 1
+        if tries > MAX_REBASES:
+            raise StuckOp(f"{op.op} of {op.node_id} refused {tries - 1} times: {result.body}")
+        self._rebases[op.op_id] = tries
+        verdict = await self._resolver.refused(op, result)
+        self.stats.resolved += 1
+        if verdict is Verdict.DONE:
+            self._rebases.pop(op.op_id, None)
+            if op.op == "delete":
+                self._on_deleted(op.node_id)
+        elif verdict is Verdict.GIVE_UP:
+            with self._db.transaction() as conn:
+                self._drop(conn, op, result)
 
     def _prepare(self) -> tuple[list[OutboxOp], list[dict[str, Any]]]:
         """Claim a prefix of the queue and fill its preconditions (no await: atomic)."""
@@ -120,8 +167,13 @@ class Pusher:
         with self._db.transaction() as conn:
             conn.executemany("UPDATE outbox SET claimed = 0 WHERE seq = ?", [(s,) for s in seqs])
 
-    def _apply(self, batch: list[OutboxOp], results: list[OpResult]) -> None:
+    def _apply(
+        self, batch: list[OutboxOp], results: list[OpResult]
+    ) -> tuple[OutboxOp, OpResult] | None:
+        """Record the results in order up to the first refusal; return it if the resolver
+        must look at it (then it stays claimed and everything after it is released)."""
         deleted: list[NodeId] = []
+        refused: tuple[OutboxOp, OpResult] | None = None
         with self._db.transaction() as conn:
             for index, (op, result) in enumerate(zip(batch, results, strict=True)):
                 if result.ok:
@@ -130,7 +182,12 @@ class Pusher:
                 if result.status in TEMPORARY_STATUSES:
                     self._release_rest(conn, batch[index:])
                     break
-                if result.body.get("error") == "conflict" and self._rebase(conn, op, result):
+                error = result.body.get("error")
+                if self._resolver is not None and error in RESOLVABLE:
+                    refused = (op, result)
+                    self._release_rest(conn, batch[index + 1 :])
+                    break
+                if error == "conflict" and self._rebase(conn, op, result):
                     self._release_rest(conn, batch[index:])
                     break
                 self._drop(conn, op, result)
@@ -138,6 +195,7 @@ class Pusher:
                 break
         for node_id in deleted:
             self._on_deleted(node_id)
+        return refused
 
     def _applied(self, conn: Any, op: OutboxOp, result: OpResult, deleted: list[NodeId]) -> None:
         node = result.body.get("node") or {}
