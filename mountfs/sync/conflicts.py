@@ -35,7 +35,9 @@ to the winner's. The rules (docs/sync.md, "Conflicts"):
   the replace is dropped (the other node stays where the backend has it, with its edit)
   and the move goes on as a plain move (renamed if the name is taken). A rename-over that
   is itself dropped (its node was deleted elsewhere) replaces nothing: the node it would
-  have replaced is adopted back as the backend has it.
+  have replaced is adopted back as the backend has it. The same rename-over made on another device
+  first leaves nothing to send (the node is at its destination already): the op is done,
+  and the replaced node is purged here as it was there.
 
 A crash in the middle is safe: every local step is one transaction that leaves the change
 queued until the backend has answered, and every backend step is idempotent (ops carry
@@ -274,9 +276,30 @@ class Resolver:
             # Take what changed elsewhere (a rename, new content) before ours goes on top:
             # a bare version bump would make the pull skip those changes.
             await self._adopt(current)
+        elif local is not None and await self._edited_since(local.remote_head_revision, current):
+            # Removed here after this change (its delete is queued behind it): the edit
+            # made elsewhere beats the delete. A bare version bump would let the delete
+            # through on the fresh version, edit and all; so every queued op of the node
+            # is dropped and it comes back as the backend has it.
+            with self._db.transaction() as conn:
+                rows = conn.execute("SELECT seq FROM outbox WHERE node_id = ?", (op.node_id,))
+                for (seq,) in rows.fetchall():
+                    outbox.complete(conn, seq)
+            await self._adopt(current)
+            log.info("changes to %s dropped: it was edited on another device", op.node_id)
+            return Verdict.DONE
         else:
             self._set_version(current)
         return Verdict.RETRY
+
+    async def _edited_since(self, known: str | None, current: RemoteNode) -> bool:
+        """True if the file's head moved past `known` (the head this device last saw), and
+        not by us."""
+        return (
+            current.kind == "file"
+            and current.head_revision != known
+            and not await self._own_since(current.id, current.head_revision, known)
+        )
 
     async def _renamed_elsewhere(
         self, op: OutboxOp, current: RemoteNode, replace_id: str
@@ -307,11 +330,7 @@ class Resolver:
             return Verdict.DONE
         local = nodes.by_node_id(self._db.conn, op.node_id)
         known = local.remote_head_revision if local is not None else None
-        if (
-            current.kind == "file"
-            and current.head_revision != known
-            and not await self._own_since(current.id, current.head_revision, known)
-        ):
+        if await self._edited_since(known, current):
             # Edited elsewhere since we last saw it: the edit beats our delete.
             self._complete(op)
             await self._adopt(current)
