@@ -130,3 +130,19 @@ def human_size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def ask_mount(state: Path, body: dict[str, Any], timeout: float = 30) -> dict[str, Any] | None:
+    """The running mount's answer to a control command, or None if no mount of `state`
+    runs (the caller then works on the state directory itself)."""
+    from mountfs import control
+
+    try:
+        answer = control.request(state, body, timeout=timeout)
+    except control.NoDaemon:
+        return None
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not answer.get("ok"):
+        raise click.ClickException(str(answer.get("error", "the mount refused")))
+    return answer

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mountfs.cli.common import (
+    ask_mount,
     device_of,
     human_size,
     json_option,
@@ -26,21 +27,6 @@ from mountfs.cli.common import (
     state_path,
 )
 from mountfs.cli.core import main
-
-
-def _ask(state: Path, body: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-    """The running mount's answer, or None if no mount of `state` runs."""
-    from mountfs import control
-
-    try:
-        answer = control.request(state, body, timeout=timeout)
-    except control.NoDaemon:
-        return None
-    except TimeoutError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if not answer.get("ok"):
-        raise click.ClickException(str(answer.get("error", "the mount refused")))
-    return answer
 
 
 def _print(pins: list[dict[str, Any]], totals: dict[str, Any], as_json: bool) -> None:
@@ -86,7 +72,7 @@ def pin(path: str | None, state_dir: Path | None, as_json: bool, wait: float | N
     state = state_path(state_dir)
     device_of(state_dir)
     if path is None:
-        answer = _ask(state, {"cmd": "pins"}, timeout=30)
+        answer = ask_mount(state, {"cmd": "pins"}, timeout=30)
         if answer is not None:
             _print(*_with_totals(answer), as_json)
             return
@@ -95,7 +81,7 @@ def pin(path: str | None, state_dir: Path | None, as_json: bool, wait: float | N
         return
     absolute = os.path.abspath(path)
     body = {"cmd": "pin", "path": path, "abs": absolute, "wait": wait or 0}
-    answer = _ask(state, body, timeout=(wait or 0) + 30)
+    answer = ask_mount(state, body, timeout=(wait or 0) + 30)
     if answer is None:
         from mountfs.sync.oneshot import sync_unmounted
 
@@ -126,7 +112,7 @@ def unpin(path: str, state_dir: Path | None) -> None:
     state = state_path(state_dir)
     device_of(state_dir)
     absolute = os.path.abspath(path)
-    answer = _ask(state, {"cmd": "unpin", "path": path, "abs": absolute}, timeout=30)
+    answer = ask_mount(state, {"cmd": "unpin", "path": path, "abs": absolute}, timeout=30)
     if answer is None:
         try:
             changed = pinning.unpin_unmounted(state, path, absolute).to_json()

@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mountfs.cli.common import (
+    ask_mount,
     bwlimit_option,
     device_of,
     human_size,
@@ -48,21 +49,6 @@ T = TypeVar("T")
 __all__ = ["transfers_view", "watch_status"]
 
 
-def _ask(state: Path, body: dict[str, Any]) -> dict[str, Any] | None:
-    """The running mount's answer, or None if no mount of `state` runs."""
-    from mountfs import control
-
-    try:
-        answer = control.request(state, body, timeout=30)
-    except control.NoDaemon:
-        return None
-    except TimeoutError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if not answer.get("ok"):
-        raise click.ClickException(str(answer.get("error", "the mount refused")))
-    return answer
-
-
 @main.command()
 @state_option
 def pause(state_dir: Path | None) -> None:
@@ -75,7 +61,7 @@ def pause(state_dir: Path | None) -> None:
 
     state = state_path(state_dir)
     device_of(state_dir)
-    if _ask(state, {"cmd": "pause"}) is None:
+    if ask_mount(state, {"cmd": "pause"}) is None:
         write_flag(state / PAUSE_FLAG, paused=True)
     click.echo("transfers paused (`mountfs resume` to go on)")
 
@@ -88,7 +74,7 @@ def resume(state_dir: Path | None) -> None:
 
     state = state_path(state_dir)
     device_of(state_dir)
-    if _ask(state, {"cmd": "resume"}) is None:
+    if ask_mount(state, {"cmd": "resume"}) is None:
         write_flag(state / PAUSE_FLAG, paused=False)
     click.echo("transfers resumed")
 
@@ -109,7 +95,7 @@ def cancel(path: str, state_dir: Path | None, as_json: bool) -> None:
     state = state_path(state_dir)
     device_of(state_dir)
     absolute = os.path.abspath(path)
-    answer = _ask(state, {"cmd": "cancel", "path": path, "abs": absolute})
+    answer = ask_mount(state, {"cmd": "cancel", "path": path, "abs": absolute})
     if answer is None:
         try:
             done = controls.cancel_unmounted(state, path, absolute).to_json()

@@ -24,20 +24,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mountfs.cache.block_cache import CACHE_DIR, BlockCache, CacheLimits
 from mountfs.state import extents, nodes
-from mountfs.state.db import DB_FILE, open_state
-from mountfs.state.lock import lock_state
 from mountfs.state.schema import EXTENT_DIRTY, EXTENT_PRESENT
 from mountfs.sync import manifests
 from mountfs.sync.pinning import MOUNTPOINT_META, account_path
 from mountfs.sync.transfers import Transfers
+from mountfs.sync.unmounted import unmounted_state
 from mountfs.sync.upload import Uploader
-from mountfs.transport.auth import load_device
 from mountfs.types import InodeNo, Manifest
 from mountfs.vfs import Vfs, build_vfs
 from mountfs.vfs.errors import FsError
-from mountfs.vfs.fsck import repair
 
 __all__ = [
     "COMMANDS",
@@ -169,21 +165,9 @@ def _account_path(vfs: Vfs, typed: str, absolute: object) -> str:
 
 def cancel_unmounted(state_dir: Path, typed: str, absolute: str | None) -> Cancelled:
     """`cancel` on the state of a device whose mount is not running (under its lock)."""
-    lock = lock_state(state_dir)
-    try:
-        device = load_device(state_dir)
-        db = open_state(state_dir / DB_FILE)
-        try:
-            cache_root = state_dir / CACHE_DIR
-            cache_root.mkdir(exist_ok=True, mode=0o700)
-            cache = BlockCache(cache_root, CacheLimits.for_disk(cache_root, None), db)
-            repair(db, cache, root_id=device.root_id, uid=os.getuid(), gid=os.getgid())
-            vfs = build_vfs(db, cache)
-            return cancel(vfs, None, state_dir, _account_path(vfs, typed, absolute))
-        finally:
-            db.close()
-    finally:
-        lock.close()
+    with unmounted_state(state_dir) as state:
+        vfs = build_vfs(state.db, state.cache)
+        return cancel(vfs, None, state_dir, _account_path(vfs, typed, absolute))
 
 
 def _resolve(vfs: Vfs, path: str) -> tuple[int, nodes.Node]:

@@ -9,22 +9,20 @@ nodes are purged at once. Pinned content that is missing is downloaded before it
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
-from mountfs.cache.block_cache import CACHE_DIR, BlockCache, CacheLimits
+from mountfs.cache.block_cache import BlockCache
 from mountfs.state import nodes
-from mountfs.state.db import DB_FILE, StateDb, open_state
-from mountfs.state.lock import lock_state
+from mountfs.state.db import StateDb
 from mountfs.sync.pinning import Pinner
 from mountfs.sync.session import Transport, build_engine, build_fetcher
 from mountfs.sync.transfers import Transfers
-from mountfs.transport.auth import DeviceInfo, load_device
+from mountfs.sync.unmounted import unmounted_state
+from mountfs.transport.auth import DeviceInfo
 from mountfs.types import InodeNo
-from mountfs.vfs.fsck import repair
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +53,8 @@ def _purger(db: StateDb, cache: BlockCache) -> Callable[[InodeNo], None]:
 
 def sync_unmounted(state_dir: Path, timeout: float) -> bool:
     """Push and pull until up to date; False on timeout or if the backend is unreachable."""
-    lock = lock_state(state_dir)
-    try:
-        device = load_device(state_dir)
-        db = open_state(state_dir / DB_FILE)
-        try:
-            cache_root = state_dir / CACHE_DIR
-            cache_root.mkdir(exist_ok=True, mode=0o700)
-            cache = BlockCache(cache_root, CacheLimits.for_disk(cache_root, None), db)
-            repair(db, cache, root_id=device.root_id, uid=os.getuid(), gid=os.getgid())
-            return trio.run(_flush, device, db, cache, timeout, Transfers(state_dir))
-        finally:
-            db.close()
-    finally:
-        lock.close()
+    with unmounted_state(state_dir) as state:
+        return trio.run(_flush, state.device, state.db, state.cache, timeout, Transfers(state_dir))
 
 
 async def _flush(
