@@ -138,13 +138,12 @@ def test_cp_resumes_an_upload_and_a_download_cut_mid_way(net: Net) -> None:
     assert not (net.tmp / "back.bin.mountfs-part").exists()
 
 
-@pytest.mark.parametrize(
-    "size", [256 * MIB, pytest.param(1024 * MIB, marks=pytest.mark.slow)], ids=["256M", "1G"]
-)
+@pytest.mark.parametrize("size", [256 * MIB, 2048 * MIB], ids=["256M", "2G"])
 def test_cp_a_large_file_both_ways_in_bounded_memory(net: Net, size: int) -> None:
-    """Up and down by hash, each `mountfs cp` process under 300 MB resident. 1 GiB takes
-    about 90 s on a loaded 2-core machine, so it is slow; the 10 GiB variant is
-    `test_10_gib_round_trip` (slow) and `scripts/bench --only transfers`."""
+    """Up and down by hash, each `mountfs cp` process under 300 MB resident. The 2 GiB
+    case is the one the issue asks CI to run (about 70 s here); the 10 GiB variant is
+    `test_10_gib_round_trip` (slow: 5m43s here, peak RSS 161 MiB) and
+    `scripts/bench --only transfers`."""
     state = net.state("gib")
     source = net.tmp / "gib.bin"
     digest = random_file(source, size)
