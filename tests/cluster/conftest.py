@@ -28,7 +28,13 @@ from backend.db.tables import metadata
 from tests.api.conftest import anon, api, new_account
 from tests.backend_unit.conftest import alice, make_account, store
 from tests.support.api_client import ApiClient
-from tests.support.cluster import Cluster, cluster, cluster_exclusive, cluster_shared
+from tests.support.cluster import (
+    Cluster,
+    cluster,
+    cluster_exclusive,
+    cluster_shared,
+    drop_database,
+)
 from tests.support.mount import FUSE_PROBLEM, pytest_runtest_makereport
 
 __all__ = [
@@ -113,8 +119,7 @@ def pg_database(cluster: Cluster) -> Iterator[Database]:
         finally:
             database.close()
     finally:
-        with admin.engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(admin.engine, name)
         admin.close()
 
 

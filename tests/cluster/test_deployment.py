@@ -24,7 +24,7 @@ from backend.services.notify_pg import PgNotifier
 from backend.services.types import NamespaceId
 from tests.backend_unit.test_migrations import differences
 from tests.support.api_client import ApiClient, Chunk, UnexpectedStatus, new_id
-from tests.support.cluster import INSTANCES, Cluster, metric_sum
+from tests.support.cluster import INSTANCES, Cluster, drop_database, metric_sum
 
 MiB = 1024 * 1024
 
@@ -40,8 +40,7 @@ def scratch_db(cluster: Cluster) -> Iterator[str]:
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        drop_database(admin, name)
         admin.dispose()
 
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from tests.support.ports import free_port
 
@@ -223,3 +225,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterato
                 result = handle.script("down", "--purge")
                 if result.returncode != 0:
                     print(f"scripts/cluster down failed:\n{result.stderr}", file=sys.stderr)
+
+
+def drop_database(admin: Engine, name: str) -> None:
+    """Drop without FORCE: PostgreSQL 15 refuses FORCE to a non-superuser when an
+    autovacuum worker is in the database (it has no role to be a member of), while a plain
+    DROP tells autovacuum to leave. Our own engines are disposed, so any other session is
+    gone within seconds; retry until then."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            return
+        except OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
