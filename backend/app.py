@@ -24,8 +24,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoCoreConnectionError
+from fastapi import FastAPI, Request, Response
 from pydantic import SecretStr
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from backend.api import errors, metrics
@@ -34,9 +37,11 @@ from backend.api.limits import BodyLimitMiddleware, manifest_body_limit
 from backend.api.news import News
 from backend.api.openapi import MountfsAPI
 from backend.api.routes import API_PREFIX, routers, web
+from backend.api.schemas import ErrorOut
 from backend.db.engine import Database, make_engine
 from backend.db.migrate import upgrade
 from backend.durable import makedirs_durably
+from backend.logs import RequestLogMiddleware
 from backend.security import Keyring, load_or_create_secret, parse_secret
 from backend.services.maintenance import MaintenanceLoop
 from backend.services.notify_pg import notifier_for
@@ -88,11 +93,84 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
         block_limit=settings.max_block_bytes,
         manifest_limit=manifest_body_limit(settings.max_file_bytes, settings.max_json_bytes),
     )
-    metrics.install(app, settings)  # outermost: counts what the limits refuse too
+    metrics.install(app, settings)  # counts what the limits refuse too
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(BotoCoreError, _store_unavailable)
+    app.add_exception_handler(ClientError, _store_unavailable)
+    # Outermost: every log record of a request carries its id, 413s and 500s included.
+    app.add_middleware(RequestLogMiddleware, log_every_request=settings.access_log)
     for router in routers(embedded_store=settings.blockstore is None):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(web.router)  # public links' pages: /s/{token}, outside the API
     return app
+
+
+RETRY_AFTER_DB_S = 2
+"""`Retry-After` of a 503 while the database is unreachable: about what a PostgreSQL
+restart or a fail-over to a standby takes."""
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    """503 `unavailable` with `Retry-After` when the database connection failed (it is
+    down, restarting, or dropped the connection) or PostgreSQL aborted the transaction to
+    break a deadlock; any other database error is a bug (500).
+
+    The engine pre-pings pooled connections (`backend.db.engine.make_engine`), so once
+    PostgreSQL is back the next request gets a fresh connection: instances recover without
+    a restart. Every write is idempotent for the client that retries it (client-made node
+    ids, `revision_id`, `op_id`), so a transaction whose fate the lost connection hid is
+    safe to send again.
+    """
+    assert isinstance(exc, DBAPIError)
+    if not _is_transient(exc):
+        raise exc  # answered 500 by the `Exception` handler (backend.api.errors)
+    log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc.orig)
+    return errors.error_response(
+        503,
+        ErrorOut(error="unavailable", detail="the database is unavailable; retry shortly"),
+        {"Retry-After": str(RETRY_AFTER_DB_S)},
+    )
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """A lost or refused connection (SQLSTATE class 08, 57P: shutdown; none at all when
+    the connection never opened), or a deadlock/serialisation failure (class 40): trying
+    again later can succeed. Constraint violations and the like are bugs."""
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError | InterfaceError):
+        sqlite_error = getattr(exc.orig, "sqlite_errorname", None)
+        if sqlite_error is not None:  # SQLite: only "busy" (the busy timeout ran out)
+            return str(sqlite_error).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+        state = getattr(exc.orig, "sqlstate", None)
+        return state is None or str(state).startswith(("08", "57P", "40"))
+    return False
+
+
+RETRY_AFTER_STORE_S = 5
+"""`Retry-After` of a 503 while the S3 store does not answer."""
+
+_STORE_BUSY_CODES = frozenset({"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError"})
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """503 `unavailable` with `Retry-After` when the S3 store cannot be reached, timed out
+    (after botocore's own retries, `store.s3.make_client`) or answered 5xx/SlowDown: an
+    outage the client waits out, like the database's. Anything else from botocore (bad
+    credentials, a refused request) is a bug or a misconfiguration: 500."""
+    transient = isinstance(exc, BotoCoreConnectionError | HTTPClientError)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        transient = status >= 500 or str(error.get("Code")) in _STORE_BUSY_CODES
+    if not transient:
+        raise exc  # answered 500 by the `Exception` handler (backend.api.errors)
+    log.warning("block store unavailable in %s %s: %s", request.method, request.url.path, exc)
+    return errors.error_response(
+        503,
+        ErrorOut(error="unavailable", detail="the block store is unavailable; retry shortly"),
+        {"Retry-After": str(RETRY_AFTER_STORE_S)},
+    )
 
 
 def prepare_data(settings: Settings) -> None:

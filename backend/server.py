@@ -37,9 +37,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
-from backend import preflight
+from backend import logs, preflight
 from backend.api.metrics import MULTIPROC_ENV
 from backend.app import create_app, prepare_data
 from backend.settings import DEFAULT_MAX_FILE_BYTES, Settings
@@ -107,6 +108,13 @@ def build_parser(prog: str = "python -m backend") -> argparse.ArgumentParser:
         "--access-log", action="store_true", help="log every request (at INFO; default off)"
     )
     p.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=["auto", "json", "text"],
+        help="json: one object per line; text: for a terminal; auto (default): json on "
+        "PostgreSQL, text on SQLite",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         metavar="N",
@@ -143,6 +151,12 @@ def build_parser(prog: str = "python -m backend") -> argparse.ArgumentParser:
         type=int,
         metavar="SECONDS",
         help="run retention and garbage collection this often (3600; 0: never)",
+    )
+    versions.add_argument(
+        "--scrub-interval",
+        type=int,
+        metavar="SECONDS",
+        help="also verify every stored object this often, in a maintenance pass (0: never)",
     )
     p.add_argument(
         "--log-level",
@@ -231,7 +245,10 @@ def _config(settings: Settings, app: FastAPI | _WorkerApp, workers: int = 1) -> 
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        # JSON: uvicorn's loggers propagate to our handler (None: uvicorn configures
+        # nothing). The access line is ours (backend.logs), with the request id.
+        log_config=None if settings.log_format_in_use == "json" else LOGGING_CONFIG,
+        access_log=False,
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
@@ -241,10 +258,7 @@ def _config(settings: Settings, app: FastAPI | _WorkerApp, workers: int = 1) -> 
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format_in_use)
 
 
 class _stop_signals_end_serving:

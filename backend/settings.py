@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 from backend.store.s3 import S3Location
 
-__all__ = ["DEFAULT_MAX_FILE_BYTES", "LogLevel", "Settings"]
+__all__ = ["DEFAULT_MAX_FILE_BYTES", "LogFormat", "LogLevel", "Settings"]
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -32,6 +32,7 @@ DEFAULT_MAX_FILE_BYTES = 10 * GiB
 """Largest file a commit may declare (protocol.md: 413 `file_too_large`)."""
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["auto", "json", "text"]
 
 
 class Settings(BaseSettings):
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
         access_log: log one line per request (uvicorn's access log, at INFO). Off by
             default: formatting and writing that line costs a measurable share of a
             metadata request's CPU.
+        log_format: `json` (one object per line, for a log pipeline), `text` (for a
+            terminal), or `auto`: JSON on a shared database (a cluster), text on SQLite
+            (`backend.logs`, `log_format_in_use`).
         convergence_secret, signing_key: 32-byte secrets as 64 hex digits; when absent they
             are read from (or generated into) `*_file`, default inside `data`.
         max_json_bytes, max_block_bytes: request body limits (413 `body_too_large`).
@@ -79,6 +83,9 @@ class Settings(BaseSettings):
             delete it; at least `url_ttl` (`backend.services.gc`).
         maintenance_interval: seconds between retention + GC passes in the server; 0 turns
             them off (then run `mountfs admin gc`).
+        scrub_interval: seconds between scrubs (read back and verify every object) by the
+            server's maintenance loop, at most once per maintenance pass; 0 (default)
+            leaves scrubbing to `mountfs admin scrub`.
     """
 
     model_config = SettingsConfigDict(env_prefix="MOUNTFS_", frozen=True, extra="forbid")
@@ -95,6 +102,7 @@ class Settings(BaseSettings):
     no_registration: bool = False
     log_level: LogLevel = "info"
     access_log: bool = False
+    log_format: LogFormat = "auto"
     workers: int | None = Field(default=None, ge=1, le=256)
     convergence_secret: SecretStr | None = None
     convergence_secret_file: Path | None = None
@@ -114,6 +122,7 @@ class Settings(BaseSettings):
     trash_days: int = Field(default=30, ge=0)
     gc_grace: int = Field(default=86400, ge=0)
     maintenance_interval: int = Field(default=3600, ge=0)
+    scrub_interval: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check_gc_grace(self) -> Settings:
@@ -177,6 +186,13 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The database URL in use (the embedded SQLite file unless `db` is set)."""
         return self.db or f"sqlite:///{self.data / 'meta.sqlite3'}"
+
+    @property
+    def log_format_in_use(self) -> Literal["json", "text"]:
+        """`log_format`, with `auto` decided: JSON where the database is shared."""
+        if self.log_format != "auto":
+            return self.log_format
+        return "text" if self.db_url.startswith("sqlite") else "json"
 
     @property
     def worker_count(self) -> int:

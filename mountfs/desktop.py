@@ -1,11 +1,15 @@
 """Desktop notifications (freedesktop, through `notify-send`) about what the mount pulled.
 
-What is announced: a conflicted copy appearing in the tree (a file whose name holds
-`(conflicted copy from`, see `sync.conflicts`), i.e. two devices changed the same file at
-once and both versions were kept. The copy is made by the device whose change lost, so
-the text says whose version sits in the copy: another device's (seen here through the
-journal) or this device's own. Files shared with the user will be announced the same way
-once shares reach the client.
+What is announced:
+- a conflicted copy appearing in the tree (a file whose name holds `(conflicted copy
+  from`, see `sync.conflicts`), i.e. two devices changed the same file at once and both
+  versions were kept. The copy is made by the device whose change lost, so the text says
+  whose version sits in the copy: another device's (seen here through the journal) or
+  this device's own;
+- a share offered to the account (with the command that accepts it), accepted at once
+  (the account accepts shares automatically), its role changed, or ended by its owner
+  (the `share` entries of the account's journal, docs/protocol.md § Shares). The
+  account's own leaving is not announced: the user did it.
 
 Notifications are a view of the journal, nothing more: nothing waits for one, a failure to
 show one is logged at debug level, and the files are there whether or not anyone saw the
@@ -27,6 +31,7 @@ from datetime import UTC, datetime
 
 import trio
 
+from mountfs.events import ShareNews
 from mountfs.transport.api import JournalEntry
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "Notice",
     "conflict_notices",
     "notify_send_command",
+    "share_notices",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,60 @@ def conflict_notices(
             Notice("Conflicting changes", f"{extra} more files were changed on two devices at once")
         ]
     return notices
+
+
+def share_notices(entries: Sequence[JournalEntry], seen: set[str], now: datetime) -> list[Notice]:
+    """The notices for the `share` entries among `entries` (at most `MAX_PER_BATCH`, then
+    a summary); each entry at most once (`seen` holds `share:<id>:<seq>`)."""
+    notices: list[Notice] = []
+    for entry in entries:
+        news = ShareNews.of(entry)
+        key = f"share:{news.id}:{entry.seq}" if news is not None else ""
+        if news is None or key in seen or _age_s(entry.at, now) > MAX_AGE_S:
+            continue
+        seen.add(key)
+        notice = _share_notice(news, entry.node.name, entry.node.kind)
+        if notice is not None:
+            notices.append(notice)
+    if len(notices) > MAX_PER_BATCH:
+        extra = len(notices) - MAX_PER_BATCH + 1
+        notices = notices[: MAX_PER_BATCH - 1] + [
+            Notice("Shared with you", f"{extra} more shares changed", "folder-remote")
+        ]
+    return notices
+
+
+def _share_notice(news: ShareNews, name: str, kind: str) -> Notice | None:
+    what = f"the folder “{name}”" if kind == "dir" else f"“{name}”"
+    if news.action == "offered":
+        return Notice(
+            f"{news.owner} shared {what} with you",
+            f"You can {_can(news.role)}. Accept it with: mountfs shares accept {news.id}",
+            "folder-remote",
+        )
+    if news.action == "shared":
+        return Notice(
+            f"{news.owner} shared {what} with you",
+            f"It is in your drive as “{name}”; you can {_can(news.role)}.",
+            "folder-remote",
+        )
+    if news.action == "role":
+        return Notice(
+            f"{news.owner} changed your access to {what}",
+            f"You can now {_can(news.role)}.",
+            "folder-remote",
+        )
+    if news.action == "unshared":
+        return Notice(
+            f"{news.owner} stopped sharing {what} with you",
+            "It is no longer in your drive; edits not yet synced are kept in a copy of yours.",
+            "folder-remote",
+        )
+    return None  # "left": the user did it
+
+
+def _can(role: str) -> str:
+    return "view and edit it" if role == "editor" else "view it"
 
 
 def _conflict_notice(copy_name: str, made_here: bool) -> Notice:
@@ -148,7 +208,9 @@ class DesktopNotifier:
     def observe(self, entries: list[JournalEntry]) -> None:
         """An `SyncEngine.pulled` observer: queue the notices for one applied page."""
         now = datetime.now(UTC)
-        for notice in conflict_notices(entries, self._own_device_id, self._seen, now):
+        found = conflict_notices(entries, self._own_device_id, self._seen, now)
+        found += share_notices(entries, self._seen, now)
+        for notice in found:
             try:
                 self._send.send_nowait(notice)
             except trio.WouldBlock:

@@ -13,7 +13,12 @@ parent, name and kind, and turns each entry into at most one `Change`:
   alone is not listed. An update that takes the name of a file its device deleted in the
   entry just before is an atomic save (`rename()` over the old file, what editors do):
   one "edited" for that path, and the delete is not listed;
-- `delete` → deleted.
+- `delete` → deleted;
+- `share` (a share offered to the account, its role changed, or the share ended,
+  docs/protocol.md § Shares) → `offered` (waiting for `mountfs shares accept`), `shared`
+  (accepted at once: the account accepts shares automatically), `role` (now viewer or
+  editor), `unshared` (the owner ended it) or `left` (the account left it). The line names
+  the account that did it and the role; the share's place is not part of the tree replay.
 
 Device labels come from the account's device list (`GET /devices`); a device of another
 account (shared folders, later) is shown by the start of its id. The whole history is read
@@ -31,7 +36,7 @@ from typing import Any
 
 from mountfs.transport.api import ApiClient, JournalEntry
 
-__all__ = ["Change", "Replay", "format_change", "read_changes"]
+__all__ = ["Change", "Replay", "ShareNews", "format_change", "read_changes"]
 
 FIRST_CONTENT_S = 60.0
 """A file's first content this soon after its creation (same device) is part of adding it."""
@@ -51,6 +56,7 @@ class Change:
         from_path: for `moved` and `renamed`, where it was before; else None.
         device_id: the device that made the change (None if the backend does not say).
         size: the file's size after the change (files only, not for `deleted`).
+        share: for the share actions, what the journal entry says about the share.
     """
 
     seq: int
@@ -61,6 +67,7 @@ class Change:
     from_path: str | None
     device_id: str | None
     size: int | None
+    share: ShareNews | None = None
 
     def to_json(self, device: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -76,7 +83,54 @@ class Change:
             body["from_path"] = self.from_path
         if self.size is not None:
             body["size"] = self.size
+        if self.share is not None:
+            body["share"] = {
+                "id": self.share.id,
+                "owner": self.share.owner,
+                "by": self.share.by,
+                "role": self.share.role,
+                "state": self.share.state,
+            }
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class ShareNews:
+    """What a `share` journal entry says (protocol.md § Shares): which share, whose, who
+    changed it, the role and the state after the change."""
+
+    id: str
+    owner: str
+    by: str
+    change: str
+    role: str
+    state: str
+
+    @classmethod
+    def of(cls, entry: JournalEntry) -> ShareNews | None:
+        body = entry.share
+        if entry.op != "share" or not isinstance(body, dict):
+            return None
+        try:
+            return cls(
+                str(body["id"]),
+                str(body["owner"]),
+                str(body.get("by") or body["owner"]),
+                str(body.get("change") or "offered"),
+                str(body["role"]),
+                str(body["state"]),
+            )
+        except KeyError:
+            return None
+
+    @property
+    def action(self) -> str:
+        """The `Change.action` of this news."""
+        if self.change == "ended":
+            return "left" if self.by != self.owner else "unshared"
+        if self.change == "role":
+            return "role"
+        return "shared" if self.state == "accepted" else "offered"
 
 
 @dataclass(slots=True)
@@ -144,6 +198,14 @@ class Replay:
                 entry.seq, entry.at, action, node.kind, path, from_path, entry.device_id, size
             )
 
+        if entry.op == "share":  # news about a share, not a change of this tree
+            news = ShareNews.of(entry)
+            if news is None:
+                return None
+            at = "/" + node.name if node.parent_id is None else path
+            return Change(
+                entry.seq, entry.at, news.action, node.kind, at, None, entry.device_id, None, news
+            )
         if entry.op == "create":
             self._nodes[node.id] = _Known(
                 node.parent_id, node.name, node.kind, False, entry.at, entry.device_id
@@ -247,6 +309,12 @@ def format_change(change: Change, device: str, as_json: bool) -> str:
     what = change.path if change.from_path is None else f"{change.from_path} → {change.path}"
     if change.kind == "dir":
         what += "/"
+    if change.share is not None:
+        news = change.share
+        detail = f"{news.by}, {news.role}"
+        if news.state == "pending":
+            detail += f"; accept: mountfs shares accept {news.id}"
+        return f"{when}  {change.action:<8} {what}  ({detail})"
     return f"{when}  {change.action:<8} {what}  ({device})"
 
 

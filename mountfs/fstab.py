@@ -11,8 +11,11 @@ Two programs reach us that way, and both end in `mountfs.mount.mount`:
 
 SOURCE is the device's state directory (where `mountfs login --state` put the login). An
 empty source, `none` or `mountfs` stands for the `state=` option, else the default state
-directory. Our own options are `state=DIR`, `log_level=LEVEL` and `cache_size=BYTES`
-(suffixes K, M, G, T: powers of 1024). The generic options that `mount` and fstab carry
+directory. Our own options are those of `mountfs mount`, spelled with underscores
+(`OPTIONS`, one entry per `MountOptions` field, so a new mount option cannot be forgotten
+here: a test checks it): `state=DIR`, `log_level=LEVEL`, `cache_size=BYTES` (suffixes K,
+M, G, T: powers of 1024), `offline_read_timeout=SECONDS`, `bwlimit=RATE` (or `UP:DOWN`),
+`transfers=N` and the flag `no_notify`. The generic options that `mount` and fstab carry
 (`defaults`, `rw`, `noatime`, `nodev`, `user`, `_netdev`, `x-systemd.*`, `comment=…`, …)
 are accepted and dropped: they concern `mount` itself, or the kernel's handling of a
 mount that libfuse makes with its own flags. Anything else is an error that names the
@@ -30,17 +33,21 @@ import getopt
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mountfs.config import default_state_dir
+from mountfs.sync.transfers import Bandwidth, parse_bwlimit
 
 if TYPE_CHECKING:  # mountfs.mount loads pyfuse3: imported when a mount is really made
     from mountfs.mount import MountOptions
 
 __all__ = [
+    "FLAGS",
+    "NOT_OPTIONS",
+    "OPTIONS",
     "FstabError",
     "HelperCall",
     "looks_like_helper_call",
@@ -97,6 +104,12 @@ _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 class FstabError(ValueError):
     """A calling mistake the user fixes in fstab or on the command line."""
+
+
+MIN_OFFLINE_READ_TIMEOUT = 0.1
+"""The least `--offline-read-timeout` / `offline_read_timeout=` (seconds)."""
+MIN_TRANSFERS, MAX_TRANSFERS = 1, 64
+"""The range of `--transfers` / `transfers=`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,27 +173,35 @@ def mount_options(call: HelperCall) -> MountOptions:
     """
     from mountfs.mount import MountOptions
 
-    ours: dict[str, str] = {}
+    state: str | None = None
+    settings: dict[str, object] = {}
     for option in call.options:
         name, has_value, value = option.partition("=")
-        if name in ("state", "log_level", "cache_size"):
+        if name == "state" or name in OPTIONS:
             if not has_value or not value:
                 raise FstabError(f"option {name}= needs a value")
-            ours[name] = value
+            if name == "state":
+                state = value
+            else:
+                field, parse = OPTIONS[name]
+                settings[field] = parse(value)
+        elif option in FLAGS:
+            field, flag_value = FLAGS[option]
+            settings[field] = flag_value
+        elif name in FLAGS:
+            raise FstabError(f"option {name} takes no value")
         elif option in UNSUPPORTED:
             raise FstabError(f"option {option!r}: {UNSUPPORTED[option]}")
         elif option in GENERIC_OPTIONS or option.startswith(GENERIC_PREFIXES):
             continue
         elif not call.sloppy:
-            raise FstabError(
-                f"unknown option {option!r} (mountfs takes state=, log_level=, cache_size=)"
-            )
+            known = ", ".join(["state=", *(f"{o}=" for o in OPTIONS), *FLAGS])
+            raise FstabError(f"unknown option {option!r} (mountfs takes {known})")
     return MountOptions(
         mountpoint=_absolute(call.mountpoint),
-        state_dir=_state_dir(call.source, ours.get("state")),
+        state_dir=_state_dir(call.source, state),
         foreground=False,
-        log_level=_log_level(ours.get("log_level", "INFO")),
-        cache_size=None if "cache_size" not in ours else parse_size(ours["cache_size"]),
+        **settings,  # type: ignore[arg-type]
     )
 
 
@@ -204,6 +225,33 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= MIN_OFFLINE_READ_TIMEOUT or seconds == float("inf"):
+        raise FstabError(
+            f"offline_read_timeout={text}: expected seconds, at least {MIN_OFFLINE_READ_TIMEOUT}"
+        )
+    return seconds
+
+
+def _bandwidth(text: str) -> Bandwidth:
+    try:
+        return parse_bwlimit(text)
+    except ValueError as exc:
+        raise FstabError(str(exc).replace("--bwlimit ", "bwlimit=", 1)) from None
+
+
+def _transfers(text: str) -> int:
+    if not text.isdigit() or not MIN_TRANSFERS <= int(text) <= MAX_TRANSFERS:
+        raise FstabError(
+            f"transfers={text}: expected a number from {MIN_TRANSFERS} to {MAX_TRANSFERS}"
+        )
+    return int(text)
+
+
 def parse_size(text: str) -> int:
     """`cache_size=` in bytes: an integer with an optional K, M, G or T (powers of 1024)."""
     number, suffix = text, ""
@@ -212,6 +260,22 @@ def parse_size(text: str) -> int:
     if not number.isdigit():
         raise FstabError(f"cache_size={text}: expected bytes, e.g. 10737418240 or 10G")
     return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+OPTIONS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "log_level": ("log_level", _log_level),
+    "cache_size": ("cache_size", parse_size),
+    "offline_read_timeout": ("offline_read_timeout", _seconds),
+    "bwlimit": ("bandwidth", _bandwidth),
+    "transfers": ("in_flight", _transfers),
+}
+"""Our `name=value` options besides `state=`: the `MountOptions` field each sets and how
+its value is read (the same rules as `mountfs mount`'s option of that name)."""
+FLAGS: dict[str, tuple[str, object]] = {"no_notify": ("notify", False)}
+"""Our options without a value: the `MountOptions` field and the value each sets."""
+NOT_OPTIONS = frozenset({"mountpoint", "state_dir", "foreground"})
+"""`MountOptions` fields that are not options: the fstab fields, and the helper always
+makes a daemon."""
 
 
 def run(argv: Sequence[str], prog: str = "mount.mountfs") -> int:

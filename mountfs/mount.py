@@ -362,6 +362,7 @@ def _start(opts: MountOptions) -> _Daemon:
             view = VersionsView(transport.api, device.root_id, fetcher.chunk_plaintext)
             # ... and viewers' shares read-only (mountfs.fuse.shares).
             ops = SharesOperations(vfs, view, engine.shared)
+            engine.before_round = ops.activity.lull  # rounds yield to request bursts
             pyfuse3.init(ops, str(opts.mountpoint), options)
         except RuntimeError as exc:  # libfuse has printed its reason to stderr (the log)
             raise MountFailure(f"the kernel refused the mount ({exc})") from exc

@@ -32,16 +32,22 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mountfs.state.lock import PID_FILE
+from mountfs.sync.transfers import Bandwidth
+
+if TYPE_CHECKING:  # mountfs.mount loads pyfuse3
+    from mountfs.mount import MountOptions
 
 __all__ = [
     "ServiceError",
     "ServiceResult",
     "UnitSpec",
     "install",
+    "mount_arguments",
     "mountfs_command",
     "render_unit",
     "uninstall",
@@ -62,18 +68,64 @@ class UnitSpec:
     """What the unit mounts, and with which command.
 
     Attributes:
-        mountpoint: absolute path of the folder.
-        state_dir: absolute path of the device's state directory.
+        options: what `mountfs mount` is asked for (`mountpoint` and `state_dir` absolute;
+            `foreground` is ignored: the unit is `Type=forking`).
         command: the absolute command that runs mountfs (e.g. `/opt/venv/bin/mountfs`).
-        log_level: `--log-level` of the daemon.
-        cache_size: `--cache-size` in bytes, or None for the default.
     """
 
-    mountpoint: Path
-    state_dir: Path
+    options: MountOptions
     command: tuple[str, ...]
-    log_level: str = "INFO"
-    cache_size: int | None = None
+
+    @property
+    def mountpoint(self) -> Path:
+        return self.options.mountpoint
+
+    @property
+    def state_dir(self) -> Path:
+        return self.options.state_dir
+
+
+_FLAG_OF = {
+    "log_level": "--log-level",
+    "cache_size": "--cache-size",
+    "offline_read_timeout": "--offline-read-timeout",
+    "bandwidth": "--bwlimit",
+    "in_flight": "--transfers",
+    "notify": "--no-notify",
+}
+"""The `mountfs mount` option of each `MountOptions` field that is an option."""
+
+
+def mount_arguments(opts: MountOptions) -> list[str]:
+    """The `mountfs mount` options that ask for `opts` (besides the mount point, `--state`
+    and `--foreground`): every field that differs from its default, and the log level.
+
+    One entry per `MountOptions` field (`_FLAG_OF`; a test checks that none is missing), so
+    an option added to the mount reaches the unit, or the test fails.
+    """
+    from mountfs.mount import MountOptions
+
+    args: list[str] = []
+    for field in fields(MountOptions):
+        if field.name not in _FLAG_OF:
+            continue
+        value = getattr(opts, field.name)
+        if field.name != "log_level" and value == field.default:
+            continue
+        flag = _FLAG_OF[field.name]
+        if isinstance(value, bool):
+            args.append(flag)  # only `notify=False` differs from its default
+        elif isinstance(value, Bandwidth):
+            args += [flag, f"{_rate(value.up)}:{_rate(value.down)}"]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _rate(rate: float | None) -> str:
+    if rate is None:
+        return "off"
+    return str(int(rate)) if rate == int(rate) else repr(rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +192,7 @@ def mountfs_command() -> tuple[str, ...]:
 def render_unit(spec: UnitSpec) -> str:
     """The text of the unit file."""
     start = [*spec.command, "mount", str(spec.mountpoint), "--state", str(spec.state_dir)]
-    start += ["--log-level", spec.log_level]
-    if spec.cache_size is not None:
-        start += ["--cache-size", str(spec.cache_size)]
+    start += mount_arguments(spec.options)
     stop = [*spec.command, "umount", str(spec.mountpoint)]
     return "\n".join(
         [

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from backend import logs
 from backend.db.engine import Database
 from backend.security import Keyring
 from backend.services import access, accounts, revisions
@@ -118,7 +119,9 @@ def current_device(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
-    return accounts.authenticate(db, credentials.credentials)
+    who = accounts.authenticate(db, credentials.credentials)
+    logs.note_caller(who.account_id, who.device_id)  # the request's log lines name it
+    return who
 
 
 CurrentDevice = Annotated[Principal, Depends(current_device)]

@@ -16,6 +16,26 @@ Every instance exposes, in the Prometheus text format:
 - `mountfs_blockstore_request_duration_seconds{operation,outcome}`: latency of every
   request the backend makes to an S3 block store (HeadObject, CopyObject, DeleteObject…;
   `instrument_s3`). Presigning is local CPU and makes none: chunk bytes never pass here.
+- `mountfs_blockstore_operation_duration_seconds{store,operation,outcome}`: the block
+  store's own operations, for the local store and S3 alike (`finish_upload`, `exists`,
+  `delete`, `read_object`; `outcome` ok or error). An S3 store that stops answering shows
+  here as errors and long durations (botocore's retries included).
+- `mountfs_push_connections`: open push channels (accepted watch streams).
+- `mountfs_journal_fanout_lag_seconds`: journal lag between instances. Each instance,
+  after committing a journal entry, NOTIFYs the others with the entry's position and its
+  commit time; the receiver observes how long ago that was when it hears it (and wakes
+  its push channels at once). That is the delay a device connected to another instance
+  waits beyond its own instance's; a NOTIFY that never arrives shows as no observation
+  and is made up for by the periodic re-check (`backend.services.notify`). Needs the
+  instances' clocks in sync (NTP); a negative difference counts as 0.
+- `mountfs_gc_runs_total{outcome}`, `mountfs_gc_objects_deleted_total`,
+  `mountfs_gc_bytes_deleted_total`; `mountfs_scrub_runs_total{outcome}`,
+  `mountfs_scrub_objects_checked_total`, `mountfs_scrub_bytes_checked_total`,
+  `mountfs_scrub_problems_total{kind}`, `mountfs_scrub_last_problems{kind}` (what the
+  last scrub found: alert on `missing` or `corrupt` above 0): passes of the process that
+  ran them — the server's maintenance loop (GC every `--maintenance-interval`, a
+  read-only scrub every `--scrub-interval` if set); `mountfs admin gc|scrub` report
+  theirs on their output instead.
 
 Several worker processes (`--workers N`) each count their own requests; `backend.server`
 then points `PROMETHEUS_MULTIPROC_DIR` at a directory shared by the workers and
@@ -59,6 +79,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.sql.dml import Insert
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend import telemetry
 from backend.api.routes import API_PREFIX
 from backend.db.tables import journal
 from backend.settings import Settings
@@ -68,7 +89,7 @@ __all__ = ["MetricsMiddleware", "install", "instrument_engine", "instrument_s3"]
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LATENCY_BUCKETS = telemetry.LATENCY_BUCKETS
 
 REQUESTS = Counter(
     "mountfs_http_requests_total",
@@ -100,6 +121,7 @@ STORE_DURATION = Histogram(
 )
 
 _UNMATCHED = "unmatched"
+_WATCH_ROUTE = API_PREFIX + "/journal/{namespace_id}/watch"
 _OWN_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
@@ -117,29 +139,35 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500
         route: str | None = None
+        pushing = False
 
         async def send_counted(message: Message) -> None:
-            nonlocal status, route
+            nonlocal status, route, pushing
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                route = _route_of(scope)  # routing has filled scope["route"] by now
+                route = route_of(scope)  # routing has filled scope["route"] by now
                 IN_FLIGHT.labels(route).inc()
+                if route == _WATCH_ROUTE and status == 200:
+                    telemetry.PUSH_CONNECTIONS.inc()
+                    pushing = True
             await send(message)
 
         try:
             await self.app(scope, receive, send_counted)
         finally:
             if route is None:
-                route = _route_of(scope)
+                route = route_of(scope)
             else:
                 IN_FLIGHT.labels(route).dec()
+                if pushing:
+                    telemetry.PUSH_CONNECTIONS.dec()
             if route not in _OWN_ROUTES:
                 method = scope.get("method", "")
                 REQUESTS.labels(method, route, str(status)).inc()
                 DURATION.labels(method, route).observe(time.perf_counter() - started)
 
 
-def _route_of(scope: Scope) -> str:
+def route_of(scope: Scope) -> str:
     """The matched route's template. FastAPI keeps the template of an included router's
     route without the router's prefix, so the API's prefix is put back here."""
     matched = scope.get("route")
@@ -236,7 +264,8 @@ def instrument_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "rollback")
     def _rolled_back(conn: Connection) -> None:
-        conn.info.pop("mountfs_journal_ops", None)
+        if not conn.invalidated:  # a lost connection's info cannot be reached (or matter)
+            conn.info.pop("mountfs_journal_ops", None)
 
 
 def _ops(multiparams: Any, params: Any) -> Iterator[str]:

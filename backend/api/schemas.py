@@ -602,6 +602,17 @@ class BlockOut(Out):
 # ---- journal ---------------------------------------------------------------------------
 
 
+class EntryShareOut(Out):
+    """What a `share` journal entry says about the share (docs/protocol.md § Shares)."""
+
+    id: str
+    owner: str
+    by: str
+    change: Literal["offered", "role", "ended"]
+    role: Literal["viewer", "editor"]
+    state: Literal["pending", "accepted", "revoked"]
+
+
 class EntryOut(Out):
     seq: int
     op: JournalOp
@@ -609,6 +620,7 @@ class EntryOut(Out):
     revision: RevisionOut | None
     device_id: str | None  # None: made by the service for the account (a restore)
     at: datetime
+    share: EntryShareOut | None = None
 
     @classmethod
     def of(cls, entry: JournalEntry, keys: Keyring) -> EntryOut:
@@ -619,6 +631,7 @@ class EntryOut(Out):
             revision=RevisionOut.keyed(entry.revision, keys) if entry.revision else None,
             device_id=entry.device_id,
             at=entry.at,
+            share=EntryShareOut.model_validate(entry.share) if entry.share else None,
         )
 
 

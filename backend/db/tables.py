@@ -312,6 +312,8 @@ revision_chunk = Table(
 #     retention or an emptied trash purged that revision.
 #   device_id: the device whose change it is; NULL for a change the service made on the
 #     account's behalf (a restore): every device, the asking one included, applies those.
+#   share: for op 'share' (a share offered to, changed for or taken from the journal's
+#     account, backend/services/shares.py), a JSON snapshot of the share then; else NULL.
 journal = Table(
     "journal",
     metadata,
@@ -323,8 +325,9 @@ journal = Table(
     Column("revision_id", String(36), ForeignKey("revision.id"), nullable=True),
     Column("device_id", String(36), ForeignKey("device.id"), nullable=True),
     _at("at"),
+    Column("share", Text, nullable=True),
     PrimaryKeyConstraint("namespace_id", "seq"),
-    CheckConstraint("op IN ('create', 'update', 'delete', 'commit')", name="op"),
+    CheckConstraint("op IN ('create', 'update', 'delete', 'commit', 'share')", name="op"),
     comment="Append-only, totally ordered change feed per namespace.",
 )
 

@@ -26,8 +26,8 @@ all write transactions are serialised, so each of those runs entirely before the
 (then the object is referenced or young, and kept) or entirely after it (then the object
 is gone, the confirmation finds nothing, and the commit is refused `missing_chunks`: the
 client uploads again, and the same bytes get the same name back). On PostgreSQL the GC's
-transaction takes the same account row locks (all of them, in id order) to get the same
-serialisation.
+transaction gets the same serialisation by locking the namespace table against commits
+and every account row against confirmations (`_serialise_with_confirmations`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, or_, select
+from sqlalchemy import Connection, delete, func, or_, select, text
 
+from backend import telemetry
 from backend.db.engine import Database
 from backend.db.tables import account, chunk, chunk_owner, held_upload
 from backend.services.clock import as_utc, utcnow
@@ -76,7 +77,22 @@ def collect(
     db: Database, store: BlockStore, *, grace: timedelta, now: datetime | None = None
 ) -> GcReport:
     """One garbage collection pass (see the module docstring); safe to run at any time,
-    next to a serving backend and to another pass."""
+    next to a serving backend and to another pass. Counted in the `mountfs_gc_*` metrics
+    (`backend.telemetry`) of the process that runs it."""
+    try:
+        report = _collect(db, store, grace=grace, now=now)
+    except Exception:
+        telemetry.GC_RUNS.labels("failed").inc()
+        raise
+    telemetry.GC_RUNS.labels("ok").inc()
+    telemetry.GC_OBJECTS.inc(report.objects_deleted)
+    telemetry.GC_BYTES.inc(report.bytes_deleted)
+    return report
+
+
+def _collect(
+    db: Database, store: BlockStore, *, grace: timedelta, now: datetime | None
+) -> GcReport:
     started = time.monotonic()
     now = now or utcnow()
     cutoff = now - grace
@@ -150,16 +166,33 @@ def _known_objects(db: Database) -> set[str]:
 
 def _drop_old_holds(db: Database, cutoff: datetime) -> int:
     with db.write() as conn:
-        _serialise_with_confirmations(conn)
+        _serialise_with_confirmations(conn, commits=False)  # holds are never committed
         result = conn.execute(delete(held_upload).where(held_upload.c.held_at < cutoff))
     return int(result.rowcount)
 
 
-def _serialise_with_confirmations(conn: Connection) -> None:
-    """PostgreSQL: take every account's row lock, as each upload confirmation takes its
-    own (SQLite's write transactions are serialised already)."""
+def _serialise_with_confirmations(conn: Connection, *, commits: bool = True) -> None:
+    """PostgreSQL: serialise with every transaction that could make an object referenced
+    (SQLite's write transactions are serialised already).
+
+    - Commits and version restores lock their namespace row (`FOR UPDATE`, a ROW SHARE
+      lock on the table) before they check ownership. `LOCK TABLE namespace IN EXCLUSIVE
+      MODE` conflicts with exactly that (plain reads go on), so a commit either committed
+      before this transaction (its chunks have refcount > 0: kept) or starts its checks
+      after it (the ownership is gone: `missing_chunks`). Without it, a commit that had
+      read the ownership a moment before the GC deleted it went on to insert its
+      `revision_chunk` rows and failed their foreign key: a 500 (found by
+      tests/cluster/test_api_gc.py). Taken first, before any row lock, so that a commit
+      in progress (namespace, then chunk and account rows) finishes before the GC
+      waits on anything it holds.
+    - Upload confirmations lock their account's row: take every account's, in id order.
+
+    The cost: commits everywhere wait while a batch's objects are deleted from the
+    store (a batch is `_BATCH` objects; deletions are single requests of a few ms)."""
     if conn.dialect.name == "sqlite":
         return
+    if commits:
+        conn.execute(text("LOCK TABLE namespace IN EXCLUSIVE MODE"))
     conn.execute(select(account.c.id).order_by(account.c.id).with_for_update()).all()
 
 

@@ -16,6 +16,9 @@ their manifests), oldest first.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from backend.db.tables import journal, namespace, revision
@@ -79,10 +82,12 @@ def record(
     revision_id: RevisionId | None = None,
     *,
     into: NamespaceId | None = None,
+    share: Mapping[str, object] | None = None,
 ) -> None:
     """Append the entry for `seq` (allocated by `next_seq` in this transaction) to the
     journal of `into`, by default the node's own namespace. (The root of a share is moved
-    in its owner's tree: that entry goes to the tree's journal, see docs/backend.md.)"""
+    in its owner's tree: that entry goes to the tree's journal, see docs/backend.md.)
+    `share`: the snapshot a `share` entry carries (backend.services.shares)."""
     conn.execute(
         _INSERT_ENTRY,
         {
@@ -94,6 +99,7 @@ def record(
             "revision_id": revision_id,
             "device_id": device_id,
             "at": utcnow(),
+            "share": json.dumps(dict(share), sort_keys=True) if share is not None else None,
         },
     )
     note_appended(conn, into or node.namespace_id, seq)  # published once committed
@@ -124,6 +130,7 @@ def read_feed(
             revision=revisions.get(r.revision_id) if r.revision_id is not None else None,
             device_id=DeviceId(r.device_id) if r.device_id is not None else None,
             at=as_utc(r.at),
+            share=json.loads(r.share) if r.share is not None else None,
         )
         for r in rows
     )

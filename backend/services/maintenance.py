@@ -1,4 +1,5 @@
-"""Periodic storage hygiene: retention, then garbage collection.
+"""Periodic storage hygiene: retention, then garbage collection (and, with
+`--scrub-interval`, a read-only scrub now and then).
 
 `run_pass` is one pass: `versions.apply_retention` (thin old versions, purge expired
 trash) then `gc.collect` (delete unreferenced chunks past the grace period). The server
@@ -18,13 +19,14 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from backend.db.engine import Database
-from backend.services import gc, versions
+from backend.services import gc, scrub, versions
 from backend.settings import Settings
 from backend.store.base import BlockStore
 
@@ -98,15 +100,35 @@ class MaintenanceLoop:
 
     def _run(self) -> None:
         interval = self._settings.maintenance_interval
+        last_scrub: float | None = None
         while not self._stopping.wait(interval):
             try:
                 with exclusive(self._settings.data, wait=False) as mine:
                     if mine:
-                        run_pass(
-                            self._db,
-                            self._store,
-                            policy_of(self._settings),
-                            timedelta(seconds=self._settings.gc_grace),
-                        )
+                        grace = timedelta(seconds=self._settings.gc_grace)
+                        run_pass(self._db, self._store, policy_of(self._settings), grace)
+                        if self._scrub_due(last_scrub):
+                            last_scrub = time.monotonic()
+                            self._scrub(grace)
             except Exception:
                 log.exception("maintenance pass failed; the next one runs in %d s", interval)
+
+    def _scrub_due(self, last: float | None) -> bool:
+        every = self._settings.scrub_interval
+        return every > 0 and (last is None or time.monotonic() - last >= every)
+
+    def _scrub(self, grace: timedelta) -> None:
+        """A read-only scrub (`--scrub-interval`): it feeds the `mountfs_scrub_*` metrics
+        and says in the log what an operator should look at (`mountfs admin scrub
+        --repair` decides what to do about it)."""
+        report = scrub.scrub(self._db, self._store, repair=False, grace=grace)
+        lost = len(report.missing) + len(report.corrupt) + len(report.bad_manifests)
+        log.log(
+            logging.WARNING if lost else logging.INFO,
+            "scrub: %d objects checked; %d missing, %d corrupt, %d orphaned, %d bad manifests",
+            report.objects_checked,
+            len(report.missing),
+            len(report.corrupt),
+            len(report.orphaned),
+            len(report.bad_manifests),
+        )

@@ -28,12 +28,14 @@ protocol; it should keep the periodic re-check as its safety net for a dropped l
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
 from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from backend.db.engine import Database
@@ -41,6 +43,8 @@ from backend.db.tables import device, namespace
 from backend.services import access
 from backend.services.errors import NotFound
 from backend.services.types import NamespaceId, Principal
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RECHECK_S",
@@ -101,7 +105,8 @@ def on_commit(engine: Engine, deliver: Callable[[Mapping[str, int]], None]) -> N
 
     @event.listens_for(engine, "rollback")
     def _rolled_back(conn: Connection) -> None:
-        conn.info.pop(_APPENDED, None)
+        if not conn.invalidated:  # a lost connection's info cannot be reached (or matter)
+            conn.info.pop(_APPENDED, None)
 
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi: Any, record: ConnectionPoolEntry | None) -> None:
@@ -197,7 +202,12 @@ class LocalNotifier:
     async def run(self) -> None:
         while True:
             await anyio.sleep(self._recheck)
-            await self.recheck()
+            try:
+                await self.recheck()
+            except SQLAlchemyError as exc:
+                # The database is down or restarting: the next re-check catches up. An
+                # exception here would end the server's lifespan, i.e. the instance.
+                log.warning("journal re-check failed (%s); trying again", exc.__class__.__name__)
 
     async def recheck(self) -> None:
         """Re-read the heads of the watched namespaces now; wake those that moved.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import anyio
 import psycopg
@@ -32,6 +33,7 @@ from sqlalchemy.engine import make_url
 from backend.db.engine import Database
 from backend.services.notify import RECHECK_S, LocalNotifier, Notifier
 from backend.services.types import NamespaceId
+from backend.telemetry import FANOUT_LAG
 
 __all__ = ["CHANNEL", "PgNotifier", "notifier_for"]
 
@@ -81,8 +83,9 @@ class PgNotifier:
                 self._sender = await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True
                 )
-            await self._sender.execute(
-                "SELECT pg_notify(%s, %s)", (CHANNEL, f"{namespace_id} {position}")
+            await self._sender.execute(  # the commit time feeds the fan-out lag metric
+                "SELECT pg_notify(%s, %s)",
+                (CHANNEL, f"{namespace_id} {position} {time.time():.6f}"),
             )
 
     async def _drop_sender(self) -> None:
@@ -129,5 +132,7 @@ class PgNotifier:
             log.info("listening on PostgreSQL channel %s for other instances' commits", CHANNEL)
             await self._local.recheck()  # whatever was committed while nobody listened
             async for note in conn.notifies():
-                namespace_id, _, position = note.payload.partition(" ")
+                namespace_id, position, *sent = note.payload.split(" ")
                 await self._local.publish(NamespaceId(namespace_id), int(position))
+                if sent:  # absent from instances of an older version
+                    FANOUT_LAG.observe(max(0.0, time.time() - float(sent[0])))

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, update
 
+from backend import telemetry
 from backend.db.engine import Database
 from backend.db.tables import chunk, chunk_owner, held_upload, revision, revision_chunk
 from backend.services.clock import utcnow
@@ -85,7 +86,35 @@ def scrub(
     grace: timedelta,
     now: datetime | None = None,
 ) -> ScrubReport:
-    """Verify the store and the manifests (module docstring); repair if asked."""
+    """Verify the store and the manifests (module docstring); repair if asked. Counted in
+    the `mountfs_scrub_*` metrics (`backend.telemetry`) of the process that runs it."""
+    try:
+        report = _scrub(db, store, repair=repair, grace=grace, now=now)
+    except Exception:
+        telemetry.SCRUB_RUNS.labels("failed").inc()
+        raise
+    telemetry.SCRUB_RUNS.labels("ok").inc()
+    telemetry.SCRUB_OBJECTS.inc(report.objects_checked)
+    telemetry.SCRUB_BYTES.inc(report.bytes_checked)
+    for kind, found in (
+        ("missing", report.missing),
+        ("corrupt", report.corrupt),
+        ("orphaned", report.orphaned),
+        ("bad_manifest", report.bad_manifests),
+    ):
+        telemetry.SCRUB_PROBLEMS.labels(kind).inc(len(found))
+        telemetry.SCRUB_LAST_PROBLEMS.labels(kind).set(len(found))
+    return report
+
+
+def _scrub(
+    db: Database,
+    store: BlockStore,
+    *,
+    repair: bool,
+    grace: timedelta,
+    now: datetime | None,
+) -> ScrubReport:
     started = time.monotonic()
     now = now or utcnow()
     report = ScrubReport()

@@ -177,6 +177,10 @@ def share_node(
     recipient = _account_named(conn, recipient_name)
     if recipient == who.account_id:
         raise BadRequest("a share needs another account than your own")
+    # Both journals this may write (the node's, the recipient's), always in one order, so
+    # that two accounts sharing with each other at once cannot deadlock (PostgreSQL).
+    for locked in sorted({target.namespace_id, _home(conn, recipient).namespace_id}):
+        journal.lock_namespace(conn, locked)
     ns = _namespace_for(conn, who, target)
     current = conn.execute(
         select(share).where(share.c.node_id == target.id, share.c.account_id == recipient)
@@ -200,13 +204,21 @@ def share_node(
     else:
         share_id = current.id
         fresh = current.revoked_at is not None
+        if not fresh and current.role == role.value:
+            return _load(conn, share_id), False  # nothing changes: no news
         values: dict[str, object] = {"role": role.value, "changed_at": now}
         if fresh:  # offered again after a revocation: pending again
             values.update(revoked_at=None, accepted_at=None, created_at=now)
         conn.execute(update(share).where(share.c.id == share_id).values(**values))
+    home = _home(conn, recipient)
     if fresh and _auto_accepts(conn, recipient):
-        return _accept(conn, recipient, _home(conn, recipient), _load(conn, share_id), who), True
-    return _load(conn, share_id), fresh
+        offered = replace(_load(conn, share_id), state=ShareState.ACCEPTED)
+        _share_entry(conn, home.namespace_id, offered, "offered", offered.owner, who.device_id)
+        return _accept(conn, recipient, home, _load(conn, share_id), who), True
+    changed = _load(conn, share_id)
+    change = "offered" if fresh else "role"
+    _share_entry(conn, home.namespace_id, changed, change, changed.owner, who.device_id)
+    return changed, fresh
 
 
 def _account_named(conn: Connection, name: str) -> AccountId:
@@ -519,6 +531,41 @@ def _mount_entry(
     journal.record(conn, seq, op, seen, device_id, into=home_ns)
 
 
+def _share_entry(
+    conn: Connection,
+    home_ns: NamespaceId,
+    found: Share,
+    change: str,
+    by: str,
+    device_id: DeviceId | None,
+) -> None:
+    """The `share` entry in the recipient's journal: the share offered, its role changed,
+    or the share ended. It changes no node; it exists so that the recipient's devices hear
+    of it through the push channel at once (`mountfs events`, desktop notifications) and
+    ask for their namespaces again (a viewer became an editor, or back).
+
+    Its node is the shared node as the recipient sees it: the share's namespace, the
+    recipient's placement if accepted (else no parent), and its `share` is a snapshot:
+    `change` (offered, role, ended), `by` (the account that did it), `role`, `state`."""
+    root = node_from_row(conn.execute(select(node).where(node.c.id == found.node_id)).one())
+    seen = replace(
+        root,
+        parent_id=found.mount_parent_id,
+        name=found.mount_name or root.name,
+    )
+    snapshot = {
+        "id": found.id,
+        "owner": found.owner,
+        "by": by,
+        "change": change,
+        "role": found.role.value,
+        "state": found.state.value,
+    }
+    journal.lock_namespace(conn, home_ns)
+    seq = journal.next_seq(conn, home_ns)
+    journal.record(conn, seq, JournalOp.SHARE, seen, device_id, into=home_ns, share=snapshot)
+
+
 def revoke(conn: Connection, who: Principal, share_id: str) -> Share:
     """End a share: by the owner (unshare) or by the recipient (leave). Idempotent."""
     found = _load(conn, share_id)
@@ -527,7 +574,8 @@ def revoke(conn: Connection, who: Principal, share_id: str) -> Share:
     if who.account_id not in (recipient, owner):
         raise NotFound("no such share")
     if found.state is not ShareState.REVOKED:
-        _end(conn, [(found, AccountId(recipient))], who.device_id)
+        by = found.owner if who.account_id == owner else found.recipient
+        _end(conn, [(found, AccountId(recipient))], who.device_id, by)
     return _load(conn, share_id)
 
 
@@ -536,7 +584,8 @@ def end_namespace(conn: Connection, ns: NamespaceId, device_id: DeviceId) -> Non
     rows = conn.execute(
         _SHARES.where(share.c.namespace_id == ns, share.c.revoked_at.is_(None))
     ).all()
-    _end(conn, [(_from_row(r), AccountId(r.account_id)) for r in rows], device_id)
+    ended = [(_from_row(r), AccountId(r.account_id)) for r in rows]
+    _end(conn, ended, device_id, ended[0][0].owner if ended else "")
 
 
 def end_received(conn: Connection, account_id: AccountId, device_id: DeviceId) -> None:
@@ -544,10 +593,14 @@ def end_received(conn: Connection, account_id: AccountId, device_id: DeviceId) -
     rows = conn.execute(
         _SHARES.where(share.c.account_id == account_id, share.c.revoked_at.is_(None))
     ).all()
-    _end(conn, [(_from_row(r), account_id) for r in rows], device_id)
+    ended = [(_from_row(r), account_id) for r in rows]
+    _end(conn, ended, device_id, ended[0][0].recipient if ended else "")
 
 
-def _end(conn: Connection, ended: list[tuple[Share, AccountId]], device_id: DeviceId) -> None:
+def _end(
+    conn: Connection, ended: list[tuple[Share, AccountId]], device_id: DeviceId, by: str
+) -> None:
+    """Revoke `ended` (share, recipient); `by`: the account name that ended them."""
     now = utcnow()
     for found, recipient in ended:
         conn.execute(
@@ -555,9 +608,10 @@ def _end(conn: Connection, ended: list[tuple[Share, AccountId]], device_id: Devi
             .where(and_(share.c.id == found.id, share.c.revoked_at.is_(None)))
             .values(revoked_at=now, changed_at=now)
         )
+        home = _home(conn, recipient)
+        ended_now = replace(found, state=ShareState.REVOKED, revoked_at=now, changed_at=now)
+        _share_entry(conn, home.namespace_id, ended_now, "ended", by, device_id)
         if found.state is ShareState.ACCEPTED:
-            home = _home(conn, recipient)
-            journal.lock_namespace(conn, home.namespace_id)
             _mount_entry(
                 conn,
                 home.namespace_id,

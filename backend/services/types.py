@@ -66,6 +66,9 @@ class JournalOp(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     COMMIT = "commit"
+    SHARE = "share"
+    """A share offered to, changed for or taken from the journal's account (the entry's
+    `share` says which; docs/protocol.md § Shares). Changes no node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,8 @@ class JournalEntry:
     revision: Revision | None
     device_id: DeviceId | None  # None: made by the service (a restore), see tables.journal
     at: datetime
+    share: dict[str, object] | None = None
+    """For a `share` entry: the share as it was then (`id`, `owner`, `role`, `state`)."""
 
 
 @dataclass(frozen=True, slots=True)

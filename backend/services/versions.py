@@ -38,7 +38,7 @@ from sqlalchemy import Connection, delete, false, or_, select, true, update
 
 from backend.db.engine import Database
 from backend.db.tables import chunk, device, journal, namespace, node, revision, revision_chunk
-from backend.services import access, chunks, usage
+from backend.services import access, chunks, shares, usage
 from backend.services import journal as feed
 from backend.services.clock import as_utc, utcnow
 from backend.services.errors import BadRequest, MissingChunks, NotFound
@@ -211,8 +211,14 @@ def children_with_deleted(
 
 def resolve_path(conn: Connection, who: Principal, path: str) -> Node:
     """The node at `path` (from the account root), deleted ones included: at each step a
-    live child wins, else the most recently deleted one with that name."""
+    live child wins, else the most recently deleted one with that name; a share the
+    caller accepted is found at its placement (so trash paths of shares resolve)."""
     current = get_node(conn, who.namespace_id, who.root_id)
+    placed = {
+        (f.mount_parent_id, f.mount_name): f.root_id
+        for f in shares.followed(conn, who)
+        if f.share_id is not None
+    }
     for part in [p for p in path.split("/") if p not in ("", ".")]:
         row = conn.execute(
             select(node)
@@ -220,17 +226,56 @@ def resolve_path(conn: Connection, who: Principal, path: str) -> Node:
             .order_by(node.c.deleted, node.c.deleted_at.desc())
             .limit(1)
         ).first()
+        if row is None and (current.id, part) in placed:
+            row = conn.execute(select(node).where(node.c.id == placed[(current.id, part)])).first()
         if row is None:
             raise NotFound(f"nothing at {path!r} (no {part!r})")
         current = node_from_row(row)
     return current
 
 
+def _trash_scopes(conn: Connection, who: Principal) -> dict[NamespaceId, tuple[NodeId, str] | None]:
+    """The namespaces whose trash the caller sees: its own tree, its shared folders, and
+    the shares it may write to (editor; a viewer cannot restore, so sees none). Value:
+    None for the caller's own (paths from its root, through its own tree), or, for a
+    share it is a member of, the share's root and the path of its placement (paths then
+    never name the owner's folders above the share)."""
+    scopes: dict[NamespaceId, tuple[NodeId, str] | None] = {who.namespace_id: None}
+    for item in shares.followed(conn, who):
+        if item.role is access.Role.OWNER:
+            scopes[item.namespace_id] = None
+        elif item.role is access.Role.EDITOR and item.mount_parent_id is not None:
+            parent = conn.execute(select(node).where(node.c.id == item.mount_parent_id)).first()
+            above = _path(conn, node_from_row(parent)) if parent is not None else ""
+            place = f"{above}/{item.mount_name}" if above else str(item.mount_name)
+            scopes[item.namespace_id] = (item.root_id, place)
+    return scopes
+
+
+def _path_in(conn: Connection, start: Node, scope: tuple[NodeId, str] | None) -> str:
+    """`_path`, or for a share the caller is a member of, from its placement."""
+    if scope is None:
+        return _path(conn, start)
+    root_id, place = scope
+    names = [start.name]
+    parent_id = start.parent_id
+    while parent_id is not None and parent_id != root_id:
+        row = conn.execute(
+            select(node.c.name, node.c.parent_id).where(node.c.id == parent_id)
+        ).one()
+        names.append(row.name)
+        parent_id = row.parent_id
+    return "/".join([place, *reversed(names)])
+
+
 def list_trash(conn: Connection, who: Principal) -> tuple[TrashItem, ...]:
-    """Deleted, unpurged nodes that are trash items of their own, newest deletion first."""
+    """Deleted, unpurged nodes that are trash items of their own, newest deletion first:
+    the caller's own tree's, and those of the shared folders it owns or edits
+    (`_trash_scopes`), where anyone who may write deleted them."""
+    scopes = _trash_scopes(conn, who)
     rows = conn.execute(
         select(node).where(
-            node.c.namespace_id == who.namespace_id,
+            node.c.namespace_id.in_(list(scopes)),
             node.c.deleted == true(),
             node.c.purged_at.is_(None),
         )
@@ -247,7 +292,7 @@ def list_trash(conn: Connection, who: Principal) -> tuple[TrashItem, ...]:
         items.append(
             TrashItem(
                 node=found,
-                path=_path(conn, found),
+                path=_path_in(conn, found, scopes[NamespaceId(r.namespace_id)]),
                 deleted_at=as_utc(r.deleted_at) if r.deleted_at else None,
                 device_id=DeviceId(r.deleted_by) if r.deleted_by else None,
                 device_label=labels.get(r.deleted_by) if r.deleted_by else None,

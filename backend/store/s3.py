@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError
 
 from backend.store.base import PresignedRequest, StoredObject
 from backend.store.sigv4 import SigV4Presigner
+from backend.telemetry import timed_store_operation
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -87,7 +88,11 @@ def make_client(location: S3Location) -> S3Client:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3={"addressing_style": "path" if location.endpoint else "auto"},
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": 3},
+        # Bounded, so that a store that hangs costs a request at most ~1.5 min (then 503,
+        # backend.app) instead of holding a worker thread for botocore's default of 5 x 2 min.
+        connect_timeout=5,
+        read_timeout=30,
     )
     return boto3.client(
         "s3", endpoint_url=location.endpoint, region_name=location.region, config=config
@@ -101,6 +106,8 @@ def _checksum(object: str) -> str:
 
 class S3BlockStore:
     """A `BlockStore` on S3; see the module docstring."""
+
+    metrics_kind = "s3"  # the `store` label of its timings (backend.telemetry)
 
     def __init__(
         self,
@@ -171,6 +178,7 @@ class S3BlockStore:
         )
         return PresignedRequest(url=url, method="GET", headers={}, expires_at=self._expiry())
 
+    @timed_store_operation("finish_upload")
     def finish_upload(self, object: str, account_id: str) -> int | None:
         bucket, staging = self._location.bucket, self._staging_key(object, account_id)
         try:
@@ -201,6 +209,7 @@ class S3BlockStore:
             digest.update(piece)
         return digest.hexdigest() == object
 
+    @timed_store_operation("exists")
     def exists(self, object: str) -> bool:
         try:
             self._client.head_object(Bucket=self._location.bucket, Key=self._object_key(object))
@@ -210,6 +219,7 @@ class S3BlockStore:
             raise
         return True
 
+    @timed_store_operation("delete")
     def delete(self, object: str) -> None:
         self._client.delete_object(Bucket=self._location.bucket, Key=self._object_key(object))
 
@@ -234,6 +244,7 @@ class S3BlockStore:
                     item["Key"][len(prefix) :], int(item["Size"]), modified.astimezone(UTC)
                 )
 
+    @timed_store_operation("read_object")
     def read_object(self, object: str) -> bytes | None:
         try:
             answer = self._client.get_object(

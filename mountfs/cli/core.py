@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -30,9 +32,14 @@ from mountfs.cli.common import (
     transfers_option,
     with_api,
 )
+from mountfs.fstab import MIN_OFFLINE_READ_TIMEOUT
+from mountfs.sync.reads import OFFLINE_READ_TIMEOUT
 from mountfs.sync.transfers import Bandwidth
 from mountfs.transport.api import open_api
 from mountfs.transport.auth import DeviceInfo, save_device
+
+if TYPE_CHECKING:  # mountfs.mount loads pyfuse3: imported when a mount is really made
+    from mountfs.mount import MountOptions
 
 
 class _Commands(click.Group):
@@ -190,24 +197,74 @@ def devices_revoke(ctx: click.Context, device_id: str, state_dir: Path | None) -
     click.echo(f"revoked device {device_id}")
 
 
+def _mount_settings(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a mount, for `mount` and `service install` alike (the unit passes
+    them on: `mountfs.service.mount_arguments`; fstab spells them `mountfs.fstab.OPTIONS`)."""
+    for option in reversed(
+        [
+            click.option(
+                "--log-level",
+                type=click.Choice(
+                    ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False
+                ),
+                default="INFO",
+                show_default=True,
+            ),
+            click.option("--cache-size", type=int, default=None, help="Cache limit in bytes."),
+            click.option(
+                "--offline-read-timeout",
+                type=click.FloatRange(min=MIN_OFFLINE_READ_TIMEOUT),
+                default=OFFLINE_READ_TIMEOUT,
+                show_default=True,
+                help="Seconds a read of uncached bytes waits for an unresponsive backend "
+                "(then EIO).",
+            ),
+            click.option(
+                "--no-notify",
+                is_flag=True,
+                help="No desktop notifications (conflicts) from this mount.",
+            ),
+            bwlimit_option,
+            transfers_option,
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def mount_options_of(
+    mountpoint: Path,
+    state_dir: Path | None,
+    foreground: bool,
+    log_level: str,
+    cache_size: int | None,
+    offline_read_timeout: float,
+    no_notify: bool,
+    bandwidth: Bandwidth,
+    in_flight: int,
+) -> MountOptions:
+    """What the options of `_mount_settings` ask for, as `mountfs.mount` takes it (for
+    `mount` and `service install`, so both read them alike; tests compare it with fstab's)."""
+    from mountfs.mount import MountOptions
+
+    return MountOptions(
+        mountpoint=mountpoint.expanduser().absolute(),
+        state_dir=state_path(state_dir).absolute(),
+        foreground=foreground,
+        log_level=log_level.upper(),
+        cache_size=cache_size,
+        offline_read_timeout=offline_read_timeout,
+        notify=not no_notify,
+        bandwidth=bandwidth,
+        in_flight=in_flight,
+    )
+
+
 @main.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
 @state_option
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING…")
-@click.option("--cache-size", type=int, default=None, help="Cache limit in bytes.")
-@click.option(
-    "--offline-read-timeout",
-    type=click.FloatRange(min=0.1),
-    default=5.0,
-    show_default=True,
-    help="Seconds a read of uncached bytes waits for an unresponsive backend (then EIO).",
-)
-@click.option(
-    "--no-notify", is_flag=True, help="No desktop notifications (conflicts) from this mount."
-)
-@bwlimit_option
-@transfers_option
+@_mount_settings
 def mount(
     mountpoint: Path,
     state_dir: Path | None,
@@ -220,20 +277,19 @@ def mount(
     in_flight: int,
 ) -> None:
     """Mount the account logged in on this device at MOUNTPOINT."""
-    from mountfs.mount import MountOptions
     from mountfs.mount import mount as do_mount
 
     device_of(state_dir)  # fail early, with the login hint, if there is none
-    options = MountOptions(
-        mountpoint=mountpoint.expanduser().absolute(),
-        state_dir=state_path(state_dir),
-        foreground=foreground,
-        log_level=log_level.upper(),
-        cache_size=cache_size,
-        offline_read_timeout=offline_read_timeout,
-        notify=not no_notify,
-        bandwidth=bandwidth,
-        in_flight=in_flight,
+    options = mount_options_of(
+        mountpoint,
+        state_dir,
+        foreground,
+        log_level,
+        cache_size,
+        offline_read_timeout,
+        no_notify,
+        bandwidth,
+        in_flight,
     )
     sys.exit(do_mount(options))
 
@@ -333,30 +389,38 @@ def service() -> None:
     "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=Path("~/Cloud")
 )
 @state_option
-@click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
-    default="INFO",
-    show_default=True,
-)
-@click.option("--cache-size", type=int, default=None, help="Cache limit in bytes.")
+@_mount_settings
 def service_install(
-    mountpoint: Path, state_dir: Path | None, log_level: str, cache_size: int | None
+    mountpoint: Path,
+    state_dir: Path | None,
+    log_level: str,
+    cache_size: int | None,
+    offline_read_timeout: float,
+    no_notify: bool,
+    bandwidth: Bandwidth,
+    in_flight: int,
 ) -> None:
-    """Write, enable and start a systemd user unit that mounts MOUNTPOINT (default ~/Cloud)."""
+    """Write, enable and start a systemd user unit that mounts MOUNTPOINT (default ~/Cloud).
+
+    It takes the options of `mountfs mount` and passes them on."""
     from mountfs import service as units
 
     device_of(state_dir)  # the unit would only fail at every login without one
-    mountpoint = mountpoint.expanduser().absolute()
+    options = mount_options_of(
+        mountpoint,
+        state_dir,
+        False,
+        log_level,
+        cache_size,
+        offline_read_timeout,
+        no_notify,
+        bandwidth,
+        in_flight,
+    )
+    mountpoint = options.mountpoint
     with contextlib.suppress(FileExistsError):  # mkdir, unlike stat, works on a dead mount
         mountpoint.mkdir(parents=True)
-    spec = units.UnitSpec(
-        mountpoint=mountpoint,
-        state_dir=state_path(state_dir).absolute(),
-        command=units.mountfs_command(),
-        log_level=log_level.upper(),
-        cache_size=cache_size,
-    )
+    spec = units.UnitSpec(options=options, command=units.mountfs_command())
     try:
         result = units.install(spec)
     except units.ServiceError as exc:

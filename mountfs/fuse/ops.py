@@ -6,6 +6,9 @@ place that knows a reply created a kernel reference: after a successful lookup, 
 mkdir, mknod, symlink, and for each readdirplus entry the kernel accepted (except `.` and
 `..`).
 
+Each handler also stamps `activity` (`mountfs.fuse.activity`), which the sync engine
+consults to run its rounds in the pauses between bursts of requests.
+
 Control interface: `getxattr(mountpoint, "user.mountfs.pid")` answers the daemon's pid,
 which is how `mountfs umount` finds the process to wait for. It is not listed by
 `listxattr` and cannot be set.
@@ -13,12 +16,16 @@ which is how `mountfs umount` finds the process to wait for. It is not listed by
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
+from mountfs.fuse.activity import RequestActivity
 from mountfs.fuse.attrs import entry_attributes
 from mountfs.fuse.errno_map import fuse_errors
 from mountfs.state.nodes import Node
@@ -33,6 +40,29 @@ log = logging.getLogger(__name__)
 CONTROL_PID_XATTR = b"user.mountfs.pid"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+_monotonic = time.monotonic
+
+
+def _request(
+    handler: Callable[Concatenate[Operations, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, R]]:
+    """`fuse_errors`, plus the stamp of `Operations.activity` (one attribute store).
+
+    The stamp is what lets the sync engine start its rounds in pauses between requests
+    (`mountfs.fuse.activity`); errnos are still mapped only by `fuse_errors`.
+    """
+    mapped = fuse_errors(handler)
+
+    @functools.wraps(handler)
+    async def wrapper(self: Operations, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        self.activity.last = _monotonic()
+        return await mapped(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _caller(ctx: pyfuse3.RequestContext) -> Caller:
     return Caller(uid=ctx.uid, gid=ctx.gid)
 
@@ -42,6 +72,7 @@ class Operations(pyfuse3.Operations):
 
     Attributes:
         vfs: the filesystem the requests are about.
+        activity: when the latest request arrived (the sync engine's `before_round`).
     """
 
     supports_dot_lookup = True
@@ -51,6 +82,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, vfs: Vfs) -> None:
         super().__init__()
         self.vfs = vfs
+        self.activity = RequestActivity()
 
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         return entry_attributes(node, self.vfs.tree.nlink(node))
@@ -63,26 +95,27 @@ class Operations(pyfuse3.Operations):
 
     # --- namespace -----------------------------------------------------------------------
 
-    @fuse_errors
+    @_request
     async def lookup(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         return self._new_entry(self.vfs.tree.lookup(parent_inode, name))
 
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
+        self.activity.last = _monotonic()
         for ino, count in inode_list:
             try:
                 self.vfs.inodes.forget(ino, count)
             except Exception:
                 log.exception("forget(%d, %d) failed", ino, count)
 
-    @fuse_errors
+    @_request
     async def getattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         return self._attrs(self.vfs.tree.get(inode))
 
-    @fuse_errors
+    @_request
     async def setattr(
         self,
         inode: pyfuse3.InodeT,
@@ -102,13 +135,13 @@ class Operations(pyfuse3.Operations):
         size = attr.st_size if fields.update_size else None
         return self._attrs(await self.vfs.files.setattr(inode, change, size))
 
-    @fuse_errors
+    @_request
     async def readlink(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileNameT:
         return self.vfs.tree.readlink(inode)
 
-    @fuse_errors
+    @_request
     async def mknod(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -119,7 +152,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         return self._new_entry(self.vfs.tree.mknod(parent_inode, name, mode, _caller(ctx)))
 
-    @fuse_errors
+    @_request
     async def mkdir(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -129,19 +162,19 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         return self._new_entry(self.vfs.tree.mkdir(parent_inode, name, mode, _caller(ctx)))
 
-    @fuse_errors
+    @_request
     async def unlink(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
         self.vfs.tree.unlink(parent_inode, name)
 
-    @fuse_errors
+    @_request
     async def rmdir(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
         self.vfs.tree.rmdir(parent_inode, name)
 
-    @fuse_errors
+    @_request
     async def symlink(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -151,7 +184,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         return self._new_entry(self.vfs.tree.symlink(parent_inode, name, target, _caller(ctx)))
 
-    @fuse_errors
+    @_request
     async def rename(
         self,
         parent_inode_old: pyfuse3.InodeT,
@@ -163,7 +196,7 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         self.vfs.tree.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
-    @fuse_errors
+    @_request
     async def link(
         self,
         inode: pyfuse3.InodeT,
@@ -175,7 +208,7 @@ class Operations(pyfuse3.Operations):
 
     # --- files ---------------------------------------------------------------------------
 
-    @fuse_errors
+    @_request
     async def open(
         self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
@@ -184,7 +217,7 @@ class Operations(pyfuse3.Operations):
         # file's content (remote revisions get new inodes, see vfs.invalidate).
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(handle.fh), keep_cache=True)
 
-    @fuse_errors
+    @_request
     async def create(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -198,38 +231,38 @@ class Operations(pyfuse3.Operations):
         info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(handle.fh), keep_cache=True)
         return info, self._new_entry(node)
 
-    @fuse_errors
+    @_request
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
         return await self.vfs.files.read(fh, off, size)
 
-    @fuse_errors
+    @_request
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
         return await self.vfs.files.write(fh, off, buf)
 
-    @fuse_errors
+    @_request
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
         # Cheap on purpose: close() must not wait for uploads. The kernel has already
         # written the dirty pages, so the state is as durable as a local close.
         self.vfs.handles.file(fh)
 
-    @fuse_errors
+    @_request
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         self.vfs.files.release(fh)
 
-    @fuse_errors
+    @_request
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         await self.vfs.files.fsync(fh)
 
     # --- directories ---------------------------------------------------------------------
 
-    @fuse_errors
+    @_request
     async def opendir(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileHandleT:
         directory = self.vfs.tree.opendir(inode)
         return pyfuse3.FileHandleT(self.vfs.handles.open_dir(directory.ino).fh)
 
-    @fuse_errors
+    @_request
     async def readdir(
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
@@ -240,16 +273,16 @@ class Operations(pyfuse3.Operations):
             if entry.counted:
                 self.vfs.inodes.remember(entry.node.ino)
 
-    @fuse_errors
+    @_request
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self.vfs.handles.close_dir(fh)
 
-    @fuse_errors
+    @_request
     async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         self.vfs.handles.dir(fh)
         await self.vfs.files.sync_state()
 
-    @fuse_errors
+    @_request
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         stats = self.vfs.statfs.stats()
         data = pyfuse3.StatvfsData()
@@ -264,7 +297,7 @@ class Operations(pyfuse3.Operations):
 
     # --- extended attributes -------------------------------------------------------------
 
-    @fuse_errors
+    @_request
     async def setxattr(
         self,
         inode: pyfuse3.InodeT,
@@ -274,7 +307,7 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         self.vfs.xattrs.set(inode, name, value)
 
-    @fuse_errors
+    @_request
     async def getxattr(
         self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
     ) -> bytes:
@@ -282,13 +315,13 @@ class Operations(pyfuse3.Operations):
             return str(os.getpid()).encode()
         return self.vfs.xattrs.get(inode, name)
 
-    @fuse_errors
+    @_request
     async def listxattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> Sequence[pyfuse3.XAttrNameT]:
         return self.vfs.xattrs.list(inode)
 
-    @fuse_errors
+    @_request
     async def removexattr(
         self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
     ) -> None:

@@ -31,7 +31,11 @@ Local work always wins locally until the backend has decided:
 - a remote move that would put a folder inside its own subtree here (crossing moves: our
   queued move of the other folder is still unsent) first moves the folder of ours that
   closes the cycle back out, to where the moved one was; our queued move then fails with
-  `cycle` and the resolver adopts the backend's place.
+  `cycle` and the resolver adopts the backend's place. That place is this device's alone,
+  so the folder is noted (`stale_places`) and, once no queued op sets its place, the engine
+  gives it the backend's (`SyncEngine._refresh_places`): the queued move may be accepted
+  after all (the other device moved its folder back meanwhile), and a folder without a
+  queued move got here by a move of ours the backend took before this pull.
 `adopt` applies a node state the backend answered outside the journal (a refused op's
 `current`, a folder listing), without moving the cursor; the conflict resolver uses it.
 Remote content is not downloaded here: the file's chunk map is replaced and its bytes are
@@ -61,11 +65,17 @@ from mountfs.state.db import StateDb
 from mountfs.state.schema import EXTENT_PRESENT, ROOT_INO
 from mountfs.sync import manifests
 from mountfs.sync.carry import Carry
-from mountfs.sync.conflicts import conflicted_name
+from mountfs.sync.conflicts import PLACE as _PLACE
+from mountfs.sync.conflicts import conflicted_name, removal_queued
+from mountfs.sync.conflicts import queued_place as _queued_place
 from mountfs.transport.api import JournalEntry, RemoteNode
 from mountfs.types import ChunkRef, InodeNo, Manifest, keys_from_wire
 
 log = logging.getLogger(__name__)
+
+STALE_PLACES = "stale_places"
+"""`meta` key: JSON list of node ids whose place here the backend never had (see
+`RemoteApplier.stale_places`)."""
 
 
 class Invalidator(Protocol):
@@ -213,7 +223,14 @@ class RemoteApplier:
             if local is not None:
                 self._delete(conn, local, remote, pending)
             return True
-        own = _queued_place(conn, remote.id) if local is not None and local.linked else _NOTHING
+        if local is not None and not local.linked and removal_queued(conn, remote.id):
+            # Removed here, the removal still queued (the resolver restored a folder of
+            # ours that another device deleted, to send a move into it that comes before
+            # our own delete of it): it stays removed here and the removal goes out on the
+            # fresh version. Brought back now, it would stay here after the delete landed.
+            nodes.set_fields(conn, local.ino, {"remote_version": remote.version})
+            return True
+        own = _queued_place(conn, remote.id) if local is not None and local.linked else frozenset()
         if local is not None and own == _PLACE:
             nodes.set_fields(conn, local.ino, {"remote_version": remote.version})
         else:
@@ -269,6 +286,8 @@ class RemoteApplier:
         return applied
 
     def _apply(self, conn: sqlite3.Connection, entry: JournalEntry, pending: _Pending) -> None:
+        if entry.op == "share":  # news of a share offer, no node change (mountfs.sync.shared)
+            return
         remote = entry.node
         local = nodes.by_node_id(conn, remote.id)
         if remote.parent_id is None:  # the account root
@@ -296,7 +315,7 @@ class RemoteApplier:
         # queued op sets only one of them would leave this device's tree different from
         # the backend's once that op lands (it changes only its own field there).
         # Queued attribute changes alone keep the attributes, not the place (`_update`).
-        own = _queued_place(conn, remote.id) if local is not None and local.linked else _NOTHING
+        own = _queued_place(conn, remote.id) if local is not None and local.linked else frozenset()
         if local is not None and own == _PLACE:
             conn.execute(
                 "UPDATE nodes SET remote_version = ? WHERE ino = ?", (remote.version, local.ino)
@@ -433,7 +452,32 @@ class RemoteApplier:
             name = self._unused_name(conn, moved.parent_ino, name)
         nodes.set_fields(conn, culprit.ino, {"parent_ino": moved.parent_ino, "name": name})
         pending.entries += [(culprit.parent_ino, culprit.name), (moved.parent_ino, name)]
+        # That place is this device's alone: the culprit goes where the backend has it once
+        # nothing queued here sets its place any more (`stale_places`). Without a queued
+        # move its place here came from a later state of the backend than the entry being
+        # applied (our move, accepted before this pull; nothing further down the journal
+        # moves it back); with one, the move may still be accepted (the other device
+        # undid its own meanwhile) and its answer only moves the version.
+        self._note_stale(culprit.node_id)
         log.info("crossing moves: %s taken out of %s's subtree", culprit.node_id, moved.node_id)
+
+    def _note_stale(self, node_id: str) -> None:
+        stale = self.stale_places()
+        if node_id not in stale:
+            self._db.set_meta(STALE_PLACES, json.dumps([*stale, node_id]))
+
+    def stale_places(self) -> list[str]:
+        """Nodes whose place here was set without the backend (`_break_cycle`); the engine
+        adopts the backend's place for each after a pull (`SyncEngine._refresh_places`).
+        Kept in `meta`, in the same transaction as the move, so a crash cannot forget one."""
+        raw = self._db.get_meta(STALE_PLACES)
+        return [str(node_id) for node_id in json.loads(raw)] if raw else []
+
+    def settled(self, node_id: str) -> None:
+        """`node_id` has the backend's place again (or is gone): no longer stale."""
+        with self._db.transaction():
+            rest = [other for other in self.stale_places() if other != node_id]
+            self._db.set_meta(STALE_PLACES, json.dumps(rest))
 
     def _delete(
         self, conn: sqlite3.Connection, local: nodes.Node, remote: RemoteNode, pending: _Pending
@@ -541,30 +585,6 @@ def _queued_move(conn: sqlite3.Connection, node_id: str) -> bool:
         (node_id,),
     ).fetchone()
     return row is not None
-
-
-_PLACE = frozenset({"parent", "name"})
-_NOTHING: frozenset[str] = frozenset()
-
-
-def _queued_place(conn: sqlite3.Connection, node_id: str) -> frozenset[str]:
-    """Which parts of the node's place (`parent`, `name`) its queued ops set.
-
-    A create sets both, and so does a rename-over (the replaced node's place), even if its
-    body should lack them."""
-    rows = conn.execute(
-        "SELECT op = 'create' OR replace_id IS NOT NULL, parent_id IS NOT NULL, "
-        "json_extract(body, '$.name') IS NOT NULL "
-        "FROM outbox WHERE node_id = ? AND op != 'delete'",
-        (node_id,),
-    ).fetchall()
-    parts: set[str] = set()
-    for create, parent, name in rows:
-        if create or parent:
-            parts.add("parent")
-        if create or name:
-            parts.add("name")
-    return frozenset(parts)
 
 
 def _parent_for(

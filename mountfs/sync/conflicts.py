@@ -51,6 +51,7 @@ shortening the stem, never the marker or the extension.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -409,6 +410,18 @@ class Resolver:
         log.info("name %r was taken on the backend: %s is now %r", wanted, op.node_id, new_name)
         return Verdict.RETRY
 
+    async def refresh(self, node_id: str) -> None:
+        """Give the node the backend's state here (a place only this device had, see
+        `RemoteApplier.stale_places`); a node the backend does not know is left alone."""
+        try:
+            remote = await self._api.node(node_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return
+        await self._adopt(remote)
+        log.info("%s is where the backend has it again", node_id)
+
     # --- restores -------------------------------------------------------------------------
 
     async def restore(self, node_id: str, depth: int = 0) -> bool:
@@ -466,9 +479,11 @@ class Resolver:
         node must go where the backend restored it (the place it had when deleted, maybe
         under a new name), unless our queued moves set its place (`adopt` keeps those).
         Taking only the version left it where it was here, for good (a regression).
+        A node this device no longer has (a folder restored as the parent of what we
+        restore, deleted and purged here) is created: the pull skips the restore, an entry
+        of this device's about a node it does not have (seed 50 of the randomized run:
+        the folder stayed on the backend and the other device, and never came back here).
         """
-        if nodes.by_node_id(self._db.conn, remote.id) is None:
-            return
         await self._adopt(remote)
         log.info("restored %s on the backend: this device still had work in it", remote.id)
 
@@ -539,6 +554,7 @@ class Resolver:
         inode number: the kernel's pages of the old one are our bytes).
         """
         made: list[str] = []
+        current = self._winner_place(ino, current)
 
         def prepare(conn: sqlite3.Connection) -> list[tuple[InodeNo, str]]:
             node = nodes.get(conn, ino)
@@ -576,6 +592,29 @@ class Resolver:
         if made:
             self.conflicted_copies += 1
             log.info("conflict on %s: our version is kept as %r", current.id, made[0])
+
+    def _winner_place(self, ino: InodeNo, current: RemoteNode) -> RemoteNode:
+        """Where the winner's new row goes: where our queued moves of the node id put it.
+
+        The queued ops (a rename made here before the commit was refused) stay with the
+        node id, i.e. with the winner, and the backend applies them once they are sent: the
+        winner must already be there here, or nothing would ever move it (their answers
+        only move the version). Seed 1 of the randomized run: "edit c, rename c to b.txt"
+        here against an edit of c elsewhere left this device with c, the others with b.txt.
+        """
+        conn = self._db.conn
+        node = nodes.get(conn, ino)
+        own = queued_place(conn, current.id)
+        if node is None or node.parent_ino is None or node.name is None or not own:
+            return current
+        parent = nodes.get(conn, node.parent_ino)
+        if parent is None:
+            return current
+        return dataclasses.replace(
+            current,
+            parent_id=parent.node_id if "parent" in own else current.parent_id,
+            name=node.name if "name" in own else current.name,
+        )
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -616,8 +655,53 @@ class Resolver:
             outbox.complete(conn, op.seq)
 
     async def _adopt(self, remote: RemoteNode) -> None:
-        """Make the local node (and, if needed, its parents) agree with the backend."""
+        """Make the local node (and, if needed, its parents) agree with the backend.
+
+        A node deleted there may leave its folder empty here, where the pull kept that
+        folder only for it (`apply.py`: a folder deleted elsewhere that still has children
+        here is kept): the folder then follows the backend too (`_drop_emptied`)."""
+        local = nodes.by_node_id(self._db.conn, remote.id) if remote.deleted else None
+        folder = local.parent_ino if local is not None and local.linked else None
+        await self._adopt_chain(remote)
+        if folder is not None:
+            await self._drop_emptied(folder)
+
+    async def _drop_emptied(self, ino: InodeNo) -> None:
+        """Folders (from `ino` up) that are empty here, with nothing of ours queued about
+        them, and deleted on the backend go here too.
+
+        The pull keeps a folder deleted elsewhere while something of ours is in it (a
+        queued rename of a file in it, say); when the resolver then lets the delete win
+        for that file, nothing else would ever remove the folder (seed 33 of the
+        randomized run: a rename in z here, `rm -r z` elsewhere, pulled before the push).
+        """
+        conn = self._db.conn
+        for _ in range(MAX_RESTORE_DEPTH):
+            folder = nodes.get(conn, ino)
+            if (
+                folder is None
+                or not folder.linked
+                or folder.kind != "dir"
+                or folder.parent_ino is None
+                or nodes.has_children(conn, ino)
+                or outbox.references(conn, folder.node_id)
+            ):
+                return
+            try:
+                remote = await self._api.node(folder.node_id)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                return
+            if not remote.deleted:
+                return
+            self._applier.adopt(remote, None)
+            log.info("folder %s, deleted elsewhere, is empty here now: gone", folder.node_id)
+            ino = folder.parent_ino
+
+    async def _adopt_chain(self, remote: RemoteNode) -> None:
         chain = [remote]
+        adopted: set[str] = set()
         for _ in range(MAX_RESTORE_DEPTH):
             revision = await self._head(chain[-1])
             if self._applier.adopt(chain[-1], revision):
@@ -628,6 +712,14 @@ class Resolver:
             parent_id = chain[-1].parent_id
             if parent_id is None:
                 return
+            if parent_id in adopted:
+                # Adopted, and still no place for it here: the folder is removed here with
+                # its removal queued (`apply.py` keeps it so). That removal meets this node
+                # on the backend (`not_empty`), and its resolution lists the folder again,
+                # this node included; until then it waits.
+                log.info("%s waits for its folder %s, removed here", chain[-1].id, parent_id)
+                return
+            adopted.add(parent_id)
             chain.append(await self._api.node(parent_id))
         raise RuntimeError(f"adopting {remote.id}: no known ancestor")
 
@@ -652,7 +744,7 @@ class Resolver:
             while True:
                 items, cursor = await self._api.children(parent, cursor)
                 for item in items:
-                    if _removal_queued(self._db.conn, item.id):
+                    if removal_queued(self._db.conn, item.id):
                         # Removed here, the removal not sent yet: it is ours to decide (a
                         # folder's delete meets what was added to it elsewhere). Brought
                         # back now, it would stay here after the removal landed.
@@ -692,7 +784,32 @@ def _renames_to(body: dict[str, Any], current: RemoteNode) -> bool:
     )
 
 
-def _removal_queued(conn: sqlite3.Connection, node_id: str) -> bool:
+PLACE = frozenset({"parent", "name"})
+"""Both parts of a node's place (what `queued_place` answers when a create is queued)."""
+
+
+def queued_place(conn: sqlite3.Connection, node_id: str) -> frozenset[str]:
+    """Which parts of the node's place (`parent`, `name`) its queued ops set.
+
+    A create sets both, and so does a rename-over (the replaced node's place), even if its
+    body should lack them. Used by the applier (the pull keeps what our queued ops set) and
+    by `Resolver._split` (the winner's row goes where our queued moves will put it)."""
+    rows = conn.execute(
+        "SELECT op = 'create' OR replace_id IS NOT NULL, parent_id IS NOT NULL, "
+        "json_extract(body, '$.name') IS NOT NULL "
+        "FROM outbox WHERE node_id = ? AND op != 'delete'",
+        (node_id,),
+    ).fetchall()
+    parts: set[str] = set()
+    for create, parent, name in rows:
+        if create or parent:
+            parts.add("parent")
+        if create or name:
+            parts.add("name")
+    return frozenset(parts)
+
+
+def removal_queued(conn: sqlite3.Connection, node_id: str) -> bool:
     """True if a queued op removes the node: its delete, or a rename over it."""
     row = conn.execute(
         "SELECT 1 FROM outbox WHERE (node_id = ? AND op = 'delete') OR replace_id = ? LIMIT 1",
@@ -707,11 +824,14 @@ def content_digest(data: bytes) -> str:
 
 
 __all__ = [
+    "PLACE",
     "CommitConflict",
     "Resolver",
     "Verdict",
     "conflicted_name",
     "content_digest",
     "next_conflicted_name",
+    "queued_place",
+    "removal_queued",
     "today",
 ]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import trio
 
-from mountfs.state import nodes
+from mountfs.state import nodes, outbox
 from mountfs.state.db import StateDb
 from mountfs.status import pending_from_db
 from mountfs.sync.apply import RemoteApplier
@@ -110,6 +110,10 @@ class SyncEngine:
         self.online = False
         self.resolver: Resolver | None = None
         """Keeps both sides of a refused commit; set by the composition root."""
+        self.before_round: Callable[[], Awaitable[None]] | None = None
+        """Awaited before each push and pull round: the mount points it at
+        `mountfs.fuse.activity.RequestActivity.lull`, so a round starts in a pause of a
+        burst of FUSE requests (bounded) instead of competing with it."""
         self.pull_interval = POLL_PULL
         self.pulled: list[Callable[[list[JournalEntry]], None]] = []
         """Called with each page of journal entries once applied (desktop notices)."""
@@ -145,6 +149,8 @@ class SyncEngine:
         failures = 0
         while True:
             try:
+                if self.before_round is not None:
+                    await self.before_round()
                 await step()
             except Exception as exc:
                 failures += 1
@@ -270,12 +276,26 @@ class SyncEngine:
                     break
             shared = await self.shared.pull()
             self._tell_pulled(shared)
+            await self._refresh_places()
             return applied + len(shared)
 
+    async def _refresh_places(self) -> None:
+        """Folders the applier took out of a loop on its own (crossing moves,
+        `RemoteApplier.stale_places`) go where the backend has them, once no queued op of
+        ours is about them: the backend's tree is the truth and the journal alone would
+        never move them back."""
+        if self.resolver is None:
+            return
+        for node_id in self._applier.stale_places():
+            if outbox.references(self._db.conn, node_id):
+                continue  # our ops first: a move's answer (or `cycle`), a delete, ...
+            await self.resolver.refresh(node_id)
+            self._applier.settled(node_id)
+
     def _pull_every(self) -> float:
-        """Seconds between polls: the push channel watches the account's own journal only,
-        so while shares are followed their journals are polled every `POLL_PULL`."""
-        return POLL_PULL if self.shared.following else self.pull_interval
+        """Seconds between polls: `pull_interval`, unless shares are followed that the push
+        channel does not announce (`SharedNamespaces.poll_every`)."""
+        return self.shared.poll_every(self.pull_interval, POLL_PULL)
 
     def _tell_pulled(self, entries: list[JournalEntry]) -> None:
         """Show applied entries to the `pulled` observers; their failure is only logged."""

@@ -7,9 +7,14 @@ once after every (re)connect, since anything may have happened while it was away
 journal stays the truth: the listener never applies anything itself, so a lost event or a
 dropped connection costs latency, never correctness.
 
+A mount's listener also asks for the journals of the shares the account follows
+(`followed=true`: the backend re-reads that set itself whenever a share is attached or
+detached, so the stream never needs reopening for it); an announced position of one of
+them is compared with that namespace's own cursor (`sync.shared.cursor_key`).
+
 While the stream is up the engine's polling becomes a slow safety net (`on_connected`
-gets True; the mount sets the pull interval to `CONNECTED_POLL_S`), and back to the fast
-poll as soon as it drops.
+gets True; the mount sets the pull interval to `CONNECTED_POLL_S`, shares included), and
+back to the fast poll as soon as it drops.
 
 Reconnects: a stream that ends after having been up for at least `HEALTHY_S` (the
 backend's periodic end, a server restart) is reopened after a short random pause; one
@@ -29,6 +34,7 @@ import trio
 
 from mountfs.state.db import StateDb
 from mountfs.sync.engine import POLL_PULL, SyncEngine
+from mountfs.sync.shared import cursor_key
 from mountfs.transport.api import ApiClient, ApiError, Offline
 from mountfs.transport.retry import RetryPolicy
 
@@ -54,6 +60,9 @@ class Listener:
         cursor: the device's current cursor (the last journal position it applied).
         on_news: called when there may be something to pull (must not block).
         on_connected: told True when the stream is up, False when it is down.
+        followed_cursor: if given, the stream also announces the followed shares'
+            journals, and this gives the device's cursor in one of them.
+        on_position: told every announced `(namespace, position)` (before `on_news`).
     """
 
     def __init__(
@@ -63,10 +72,14 @@ class Listener:
         cursor: Callable[[], int],
         on_news: Callable[[], None],
         on_connected: Callable[[bool], None] = lambda up: None,
+        followed_cursor: Callable[[str], int] | None = None,
+        on_position: Callable[[str, int], None] = lambda namespace, position: None,
     ) -> None:
         self._api = api
         self._namespace_id = namespace_id
         self._cursor = cursor
+        self._followed_cursor = followed_cursor
+        self._on_position = on_position
         self._on_news = on_news
         self._on_connected = on_connected
         self.connected = False
@@ -99,14 +112,23 @@ class Listener:
 
     async def _listen_once(self) -> None:
         """One stream, from connect to its end."""
-        async with self._api.watch(self._namespace_id, self._cursor()) as positions:
+        followed = self._followed_cursor is not None
+        async with self._api.watch(
+            self._namespace_id, self._cursor(), followed=followed
+        ) as positions:
             self.connects += 1
             self._set_connected(True)
             self._on_news()  # whatever happened while we were away
-            async for position in positions:
-                if position > self._cursor():
+            async for namespace_id, position in positions:
+                self._on_position(namespace_id, position)
+                if position > self._cursor_of(namespace_id):
                     self._on_news()
         log.debug("push channel: the backend ended the stream")
+
+    def _cursor_of(self, namespace_id: str) -> int:
+        if namespace_id == self._namespace_id or self._followed_cursor is None:
+            return self._cursor()
+        return self._followed_cursor(namespace_id)
 
     def _set_connected(self, up: bool) -> None:
         if up != self.connected:
@@ -121,6 +143,7 @@ def engine_listener(api: ApiClient, engine: SyncEngine, db: StateDb, namespace_i
 
     def connected(up: bool) -> None:
         engine.pull_interval = CONNECTED_POLL_S if up else POLL_PULL
+        engine.shared.announced = up
         if not up:
             engine.kick_pull()  # back to polling now, not after the long interval
 
@@ -130,4 +153,6 @@ def engine_listener(api: ApiClient, engine: SyncEngine, db: StateDb, namespace_i
         cursor=lambda: int(db.get_meta("cursor") or 0),
         on_news=engine.kick_pull,
         on_connected=connected,
+        followed_cursor=lambda ns: int(db.get_meta(cursor_key(ns)) or 0),
+        on_position=engine.shared.announce,
     )

@@ -7,6 +7,13 @@ engine and the CLI (via `trio.run`) share this one client.
 Errors: every non-2xx answer becomes `ApiError` with the backend's `error` code, and every
 transport failure (refused connection, timeout, TLS) becomes `Offline`. No other place
 translates HTTP errors.
+
+Request ids: every request to the backend carries `X-Request-Id` (the backend logs it
+with every line about that request and echoes it). Inside `request_id_scope()` all
+requests share one id, so the retries of one logical call (`mountfs.transport.retry`)
+can be followed across instances as one operation; elsewhere each request gets its own.
+Both errors name the id (`request_id`, and in their message), so a failure in the
+client's log can be matched with the backend's lines.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +47,41 @@ API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 WATCH_HEARTBEAT_S = 10
 """Seconds of silence after which the backend sends a heartbeat on the push channel."""
+REQUEST_ID_HEADER = "X-Request-Id"
+
+_REQUEST_ID: ContextVar[str | None] = ContextVar("mountfs_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """A fresh request id: 16 random hex digits (what the backend accepts: <= 128 of
+    `[A-Za-z0-9._:-]`)."""
+    return secrets.token_hex(8)
+
+
+@contextmanager
+def request_id_scope(request_id: str | None = None) -> Iterator[str]:
+    """Every API request made in this block (in this task) sends the same id: one
+    logical operation, retries included. Nested scopes keep the outer id."""
+    outer = _REQUEST_ID.get()
+    if outer is not None:
+        yield outer
+        return
+    chosen = request_id or new_request_id()
+    token = _REQUEST_ID.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _REQUEST_ID.reset(token)
+
+
+async def _stamp_request_id(request: httpx.Request) -> None:
+    """httpx request hook: add `X-Request-Id` unless the caller set one."""
+    if REQUEST_ID_HEADER not in request.headers:
+        request.headers[REQUEST_ID_HEADER] = _REQUEST_ID.get() or new_request_id()
+
+
+def _request_id_of(request: httpx.Request | None) -> str | None:
+    return None if request is None else request.headers.get(REQUEST_ID_HEADER)
 
 
 class ApiError(Exception):
@@ -49,6 +93,7 @@ class ApiError(Exception):
         detail: the backend's human sentence.
         body: the whole JSON body (may carry `current`, `missing`, …).
         retry_after: seconds from a `Retry-After` header, if the answer had one.
+        request_id: the `X-Request-Id` of the request (None for a store's answer).
     """
 
     def __init__(
@@ -58,17 +103,28 @@ class ApiError(Exception):
         detail: str,
         body: dict[str, Any],
         retry_after: float | None = None,
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(f"{detail} ({code}, HTTP {status})")
+        where = f", request {request_id}" if request_id else ""
+        super().__init__(f"{detail} ({code}, HTTP {status}{where})")
         self.status = status
         self.code = code
         self.detail = detail
         self.body = body
         self.retry_after = retry_after
+        self.request_id = request_id
 
 
 class Offline(Exception):
-    """The backend could not be reached (connection refused, timeout, TLS failure)."""
+    """The backend could not be reached (connection refused, timeout, TLS failure).
+
+    Attributes:
+        request_id: the `X-Request-Id` the lost request carried, if any.
+    """
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{message} (request {request_id})" if request_id else message)
+        self.request_id = request_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +229,8 @@ class JournalEntry:
     revision: dict[str, Any] | None
     device_id: str | None
     at: str
+    share: dict[str, Any] | None = None
+    """For op `share` (a share offered, changed or ended): `{id, owner, role, state}`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +246,11 @@ def map_transport_errors() -> Iterator[None]:
     try:
         yield
     except httpx.TransportError as exc:
-        raise Offline(f"backend unreachable: {_reason(exc)}") from exc
+        try:
+            request: httpx.Request | None = exc.request
+        except RuntimeError:  # raised before a request existed
+            request = None
+        raise Offline(f"backend unreachable: {_reason(exc)}", _request_id_of(request)) from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -213,7 +275,23 @@ def raise_for_error(response: httpx.Response) -> None:
         body = {}
     code = str(body.get("error", "http_error"))
     detail = str(body.get("detail", response.reason_phrase or "request failed"))
-    raise ApiError(response.status_code, code, detail, body, _retry_after(response))
+    raise ApiError(
+        response.status_code,
+        code,
+        detail,
+        body,
+        _retry_after(response),
+        _answered_request_id(response),
+    )
+
+
+def _answered_request_id(response: httpx.Response) -> str | None:
+    """The id the request sent, or the one the backend echoes (it made one up)."""
+    try:
+        sent = _request_id_of(response.request)
+    except RuntimeError:  # a Response built without its request
+        sent = None
+    return sent or response.headers.get(REQUEST_ID_HEADER)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -353,6 +431,7 @@ class ApiClient:
                 revision=e.get("revision"),
                 device_id=e.get("device_id"),
                 at=e["at"],
+                share=e.get("share"),
             )
             for e in body["entries"]
         ]
@@ -468,17 +547,25 @@ class ApiClient:
 
     @asynccontextmanager
     async def watch(
-        self, namespace_id: str, after: int, heartbeat: int = WATCH_HEARTBEAT_S
-    ) -> AsyncIterator[AsyncIterator[int]]:
+        self,
+        namespace_id: str,
+        after: int,
+        heartbeat: int = WATCH_HEARTBEAT_S,
+        *,
+        followed: bool = False,
+    ) -> AsyncIterator[AsyncIterator[tuple[str, int]]]:
         """The push channel (protocol.md, "Push channel"): journal positions past `after`.
 
-        Yields, once the backend has accepted the watch, an iterator of the positions it
-        announces; the iteration ends when the backend ends the stream. A refusal raises
-        `ApiError`; a connection that fails, or stays silent for longer than two
-        heartbeats, raises `Offline` (also from the iteration).
+        Yields, once the backend has accepted the watch, an iterator of the `(namespace,
+        position)` pairs it announces; the iteration ends when the backend ends the stream.
+        `followed`: also the journals of the shares the account follows (own namespace
+        only). A refusal raises `ApiError`; a connection that fails, or stays silent for
+        longer than two heartbeats, raises `Offline` (also from the iteration).
         """
         path = f"{API_PREFIX}/journal/{namespace_id}/watch"
-        params = {"after": after, "heartbeat": heartbeat}
+        params: dict[str, int | str] = {"after": after, "heartbeat": heartbeat}
+        if followed:
+            params["followed"] = "true"
         timeout = httpx.Timeout(30.0, connect=5.0, read=2 * heartbeat + 5)
         with map_transport_errors():
             async with self._http.stream("GET", path, params=params, timeout=timeout) as answer:
@@ -488,10 +575,10 @@ class ApiClient:
                 yield _positions(events(answer.aiter_lines()))
 
 
-async def _positions(stream: AsyncIterator[Event]) -> AsyncIterator[int]:
+async def _positions(stream: AsyncIterator[Event]) -> AsyncIterator[tuple[str, int]]:
     async for event in stream:
         body = json.loads(event.data)
-        yield int(body["position"])
+        yield str(body["namespace_id"]), int(body["position"])
 
 
 def _presigned(body: dict[str, Any]) -> Presigned:
@@ -534,6 +621,7 @@ def api_http(
         auth=auth,
         timeout=DEFAULT_TIMEOUT,
         verify=tls_verify(ca_file),
+        event_hooks={"request": [_stamp_request_id]},
     )
 
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import trio
 
-from mountfs.transport.api import ApiError, Offline
+from mountfs.transport.api import ApiError, Offline, request_id_scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,7 +68,15 @@ async def with_retry(
 
     Cancellation is never swallowed: a cancelled wait or call raises `trio.Cancelled` at once.
     The last error is re-raised unchanged when the attempts run out.
+
+    All attempts send one request id (`request_id_scope`): the backend's logs show the
+    retries of this call as one operation, and the logged failures name it.
     """
+    with request_id_scope():
+        return await _with_retry(call, policy, what)
+
+
+async def _with_retry(call: Callable[[], Awaitable[T]], policy: RetryPolicy, what: str) -> T:
     attempt = 0
     while True:
         attempt += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import pyfuse3
@@ -107,6 +107,10 @@ class AttrChange:
     atime_ns: int | None = None
     mtime_ns: int | None = None
     ctime_ns: int | None = None
+
+
+def _times_only(change: AttrChange) -> bool:
+    return change.mode is None and change.uid is None and change.gid is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +398,24 @@ class Tree:
     # --- attributes ----------------------------------------------------------------------
 
     def setattr(self, ino: int, change: AttrChange) -> Node:
-        """Apply mode/owner/time changes; queue what the backend stores (mode, mtime)."""
+        """Apply mode/owner/time changes; queue what the backend stores (mode, mtime).
+
+        Times alone on a removed node are answered without a write: with the writeback
+        cache the kernel sends one such SETATTR (its own ctime/mtime) for every file it
+        evicts after an unlink, and a removed node's times go nowhere (never to the
+        backend; the row goes at the last close). The reply carries them, and the kernel
+        keeps them for an open descriptor; skipping the transaction made `rm` of many
+        files measurably cheaper (docs/benchmarks.md, "Where the time goes").
+        """
+        if _times_only(change):
+            node = self.get(ino)
+            if not node.linked:
+                return replace(
+                    node,
+                    atime_ns=node.atime_ns if change.atime_ns is None else change.atime_ns,
+                    mtime_ns=node.mtime_ns if change.mtime_ns is None else change.mtime_ns,
+                    ctime_ns=node.ctime_ns if change.ctime_ns is None else change.ctime_ns,
+                )
         now = self._clock()
         with self._db.transaction() as conn:
             node = self.get(ino)

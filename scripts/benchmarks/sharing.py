@@ -12,6 +12,11 @@
   the answer until the member's mount shows the file (polled every 2 ms). Median and p99 over
   the trials (20, quick 5). The member's device learns of the share through its own
   journal and push channel, then pulls the share's journal.
+- `sharing.change`: in the same trials, once the share is in the member's mount, the owner
+  adds a second (empty) file to the shared folder through the API; the clock runs from
+  the answer until the member's mount reads it. This is the
+  share's own journal reaching the member: through its push channel, which watches the
+  followed shares' journals too (`?followed=true`), rather than a poll.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ TIMEOUT_S = 60.0
 LINK_SPEED = Metric("public link download (?dl=1), plaintext", "MB/s", True)
 APPEAR_P50 = Metric("mountfs share → file readable in the member's mount, median", "ms", False)
 APPEAR_P99 = Metric("mountfs share → readable in the member's mount, p99", "ms", False)
+CHANGE_P50 = Metric("owner's new file in a share → readable at the member, median", "ms", False)
+CHANGE_P99 = Metric("owner's new file in a share → readable at the member, p99", "ms", False)
 
 
 def _mountfs(*args: str, stdin: str = PASSWORD) -> None:
@@ -207,7 +214,7 @@ def _appear(table: Table, server: str, workdir: Path, trials: int) -> None:
     )  # fmt: skip
     try:
         wait_for_mount(mountpoint)
-        latencies = []
+        latencies, changes = [], []
         with ApiClient.login(server, "bench-owner", PASSWORD, "setup") as owner:
             for n in range(trials):
                 folder = owner.mkdir(owner.root_id, f"shared-{n}")
@@ -225,6 +232,10 @@ def _appear(table: Table, server: str, workdir: Path, trials: int) -> None:
                     _reads(mountpoint / f"shared-{n}" / "hello.txt", b""), f"share {n} at member"
                 )
                 latencies.append((seen - shared) * 1000)
+                owner.mkfile(folder["id"], "later.txt")  # empty, as above
+                written = time.perf_counter()
+                seen = _wait(_reads(mountpoint / f"shared-{n}" / "later.txt", b""), "change")
+                changes.append((seen - written) * 1000)
     finally:
         subprocess.run(
             [sys.executable, "-m", "mountfs", "umount", str(mountpoint)],
@@ -236,6 +247,9 @@ def _appear(table: Table, server: str, workdir: Path, trials: int) -> None:
     note = f"{trials} shares of a folder with one file, auto-accept, loopback"
     table.add("sharing.appear", COLUMN, Sample(APPEAR_P50, statistics.median(latencies), note))
     table.add("sharing.appear", COLUMN, Sample(APPEAR_P99, _percentile(latencies, 0.99), note))
+    note = f"{trials} new files, one per accepted share, loopback"
+    table.add("sharing.change", COLUMN, Sample(CHANGE_P50, statistics.median(changes), note))
+    table.add("sharing.change", COLUMN, Sample(CHANGE_P99, _percentile(changes, 0.99), note))
 
 
 def run(report: Report, options: Options, selected: tuple[str, ...]) -> None:
@@ -254,7 +268,7 @@ def run(report: Report, options: Options, selected: tuple[str, ...]) -> None:
                     _link_download(table, options, url, expected, size)
             except Exception as exc:
                 report.error("sharing.link_download", exc)
-    if "sharing.appear" in selected:
+    if "sharing.appear" in selected or "sharing.change" in selected:
         reason = _fuse_unavailable_reason()
         if reason is not None:
             report.skip("sharing.appear", reason)
@@ -274,6 +288,7 @@ SUITE = Suite(
     benchmarks=(
         Benchmark("sharing.link_download", "public link ?dl=1 of a 1 GiB file: MB/s"),
         Benchmark("sharing.appear", "mountfs share → the file readable in the member's mount"),
+        Benchmark("sharing.change", "a new file in an accepted share → readable at the member"),
     ),
     run=run,
 )

@@ -31,6 +31,7 @@ __all__ = [
     "BindfsTarget",
     "LocalTarget",
     "MountfsTarget",
+    "Pyfuse3Target",
     "RcloneTarget",
     "Remote",
     "Target",
@@ -150,6 +151,53 @@ class BindfsTarget:
         if self._mountpoint is not None:
             fuse_unmount(self._mountpoint)
             self._mountpoint = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+class Pyfuse3Target:
+    """`scripts/benchmarks/passthrough.py` over a temporary directory: the Python FUSE
+    stack mountfs is built on (pyfuse3 + trio, same kernel options) with handlers that do
+    nothing but the local call: the ceiling any pyfuse3 filesystem starts from."""
+
+    name = "pyfuse3"
+
+    def __init__(self, base: Path) -> None:
+        self._base = base
+        self._dir: Path | None = None
+        self._mountpoint: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def unavailable_reason(self) -> str | None:
+        return _fuse_unavailable_reason()
+
+    def setup(self) -> Path:
+        self._dir = Path(tempfile.mkdtemp(prefix="bench-pyfuse3-", dir=self._base))
+        source, mountpoint = self._dir / "src", self._dir / "mnt"
+        source.mkdir()
+        mountpoint.mkdir()
+        self._mountpoint = mountpoint
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "scripts.benchmarks.passthrough", str(source), str(mountpoint)],
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.DEVNULL,
+            stderr=(self._dir / "daemon.log").open("wb"),
+        )
+        wait_for_mount(mountpoint)
+        return mountpoint
+
+    def teardown(self) -> None:
+        if self._mountpoint is not None:
+            fuse_unmount(self._mountpoint)
+            self._mountpoint = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=MOUNT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -495,6 +543,7 @@ TargetFactory = Callable[[Path], Target]
 TARGETS: dict[str, TargetFactory] = {
     LocalTarget.name: LocalTarget,
     BindfsTarget.name: BindfsTarget,
+    Pyfuse3Target.name: Pyfuse3Target,
     MountfsTarget.name: MountfsTarget,
     RcloneTarget.name: RcloneTarget,
 }

@@ -159,6 +159,7 @@ def test_arbitrary_binary_chunks_are_accepted(api: ApiClient) -> None:
         assert api.download(chunk.object) == chunk.ciphertext
 
 
+@pytest.mark.embedded_only("the embedded block routes' JSON errors (S3 serves blocks there)")
 def test_put_with_wrong_body_is_checksum_mismatch(api: ApiClient, root: str) -> None:
     chunk = Chunk(b"the real content " + os.urandom(8))
     (entry,) = api.upload_urls([chunk])
@@ -177,6 +178,7 @@ def object_files(data_dir: Path, obj: str) -> list[Path]:
     return [p for p in data_dir.rglob(f"*{obj}*") if p.is_file()]
 
 
+@pytest.mark.embedded_only("looks at the object files in the embedded block directory")
 def test_identical_reput_is_200_and_does_not_rewrite(
     api: ApiClient, server: BackendProcess
 ) -> None:
@@ -194,6 +196,7 @@ def test_identical_reput_is_200_and_does_not_rewrite(
     assert api.download(chunk.object) == chunk.ciphertext
 
 
+@pytest.mark.embedded_only("the embedded block routes' JSON errors (S3 serves blocks there)")
 def test_signature_is_bound_to_object_method_account_and_itself(
     api: ApiClient, new_account: AccountFactory
 ) -> None:
@@ -244,6 +247,7 @@ def test_read_urls_only_for_readable_objects(api: ApiClient) -> None:
         assert_error(response, 404, "not_found")
 
 
+@pytest.mark.embedded_only("the embedded block routes' JSON errors (S3 serves blocks there)")
 def test_block_put_above_16_mib_is_413(api: ApiClient) -> None:
     big = Chunk(b"x" * (16 * 1024 * 1024 + 1 - len(Chunk(b"").ciphertext)))
     # Ask for the URL with a size the store accepts: the limit must hold at the PUT itself.
@@ -252,6 +256,7 @@ def test_block_put_above_16_mib_is_413(api: ApiClient) -> None:
     assert_error(api.send_block(entry, big.ciphertext), 413, "body_too_large")
 
 
+@pytest.mark.embedded_only("the embedded block routes' JSON errors (S3 serves blocks there)")
 def test_block_put_limit_holds_without_content_length(api: ApiClient) -> None:
     big = Chunk(b"y" * (16 * 1024 * 1024 + 1024))
     body = {"objects": [{"object": big.object, "size": 16 * 1024 * 1024}]}
@@ -280,6 +285,7 @@ def short_ttl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backe
         yield backend
 
 
+@pytest.mark.embedded_only("the embedded block routes' JSON errors (S3 serves blocks there)")
 def test_presigned_urls_expire(short_ttl_server: BackendProcess) -> None:
     with ApiClient.new_account(short_ttl_server.base_url, "ttl") as api:
         owned, fresh = Chunk(b"owned chunk"), Chunk(b"fresh chunk")

@@ -28,6 +28,11 @@ from tests.support.mount import run_cli
 MiB = 1024 * 1024
 
 
+pytestmark = pytest.mark.embedded_only(
+    "opens the SQLite file and block directory (tests/cluster/test_api_gc.py: on S3)"
+)
+
+
 @pytest.fixture
 def server(backend_factory: BackendFactory) -> BackendProcess:
     """A backend of this test's own (its data directory is inspected and damaged)."""

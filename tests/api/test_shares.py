@@ -424,3 +424,106 @@ def test_followed_namespaces(shared_folder: Shared) -> None:
     s.a.call("DELETE", f"shares/{s.b_share['id']}")
     assert s.b.call("GET", "namespaces")["namespaces"] == []
     assert len(s.a.call("GET", "namespaces")["namespaces"]) == 1
+
+
+def _share_entries(client: ApiClient) -> list[Json]:
+    return [e for e in client.journal_all() if e["op"] == "share"]
+
+
+def test_offer_role_change_and_revoke_are_journalled_for_the_recipient(
+    new_account: AccountFactory,
+) -> None:
+    """Each reaches the recipient's own journal as a `share` entry (so the push channel
+    announces it); the owner's journal gets none, and nothing changes in a tree."""
+    a, b = new_account("owner"), new_account("friend")
+    folder = a.mkdir(a.root_id, "report")
+    a_before = len(a.journal_all())
+    offered = share(a, folder["id"], b, "viewer")
+    [entry] = _share_entries(b)
+    assert entry["share"] == {
+        "id": offered["id"],
+        "owner": a.name,
+        "by": a.name,
+        "change": "offered",
+        "role": "viewer",
+        "state": "pending",
+    }
+    assert entry["node"]["id"] == folder["id"]
+    assert entry["node"]["name"] == "report"
+    assert entry["node"]["parent_id"] is None  # not placed in B's tree (yet)
+    assert entry["node"]["namespace_id"] == offered["namespace_id"]
+    assert entry["device_id"] == a.device_id
+    share(a, folder["id"], b, "viewer", expect=200)  # the same role again: no news
+    assert len(_share_entries(b)) == 1
+    share(a, folder["id"], b, "editor", expect=200)
+    assert _share_entries(b)[-1]["share"]["change"] == "role"
+    assert _share_entries(b)[-1]["share"]["role"] == "editor"
+    placed = accept(b, offered["id"])
+    a.call("DELETE", f"shares/{offered['id']}")
+    ended = _share_entries(b)[-1]
+    assert ended["share"]["change"] == "ended"
+    assert ended["share"]["state"] == "revoked"
+    assert ended["share"]["by"] == a.name
+    assert ended["node"]["parent_id"] == placed["mount_parent_id"]
+    # The detach entry follows it; the owner's own journal only has the namespace move.
+    assert b.journal_all()[-1]["op"] == "delete"
+    assert [e["op"] for e in a.journal_all()[a_before:]] == ["update"]
+
+
+def test_leaving_and_auto_accept_are_journalled(new_account: AccountFactory) -> None:
+    a, b = new_account("owner"), new_account("friend")
+    b.call("PATCH", "me/preferences", json={"auto_accept_shares": True})
+    folder = a.mkdir(a.root_id, "auto")
+    offered = share(a, folder["id"], b, "editor")
+    ops = [(e["op"], (e["share"] or {}).get("state")) for e in b.journal_all()]
+    assert ops[-2:] == [("share", "accepted"), ("create", None)]
+    b.call("DELETE", f"shares/{offered['id']}")
+    left = _share_entries(b)[-1]["share"]
+    assert (left["change"], left["by"]) == ("ended", b.name)
+
+
+def test_trash_of_a_shared_folder_for_owner_and_editor(shared_folder: Shared) -> None:
+    """A deletion inside a share is in the trash of its owner and of its editors (with the
+    device that deleted it; the editor's paths start at its own placement), not of its
+    viewers; an editor restores it like one of its own."""
+    s = shared_folder
+    b_label = s.b.call("GET", "devices")["devices"][0]["label"]
+    s.b.delete_node(s.file["id"], s.file["version"])
+
+    def trash_of(client: ApiClient) -> list[Json]:
+        items: list[Json] = client.call("GET", "trash")["items"]
+        return [i for i in items if i["node"]["id"] == s.file["id"]]
+
+    (owners,) = trash_of(s.a)
+    assert owners["path"] == "docs/plan.txt"
+    assert owners["device_id"] == s.b.device_id
+    assert owners["device_label"] == b_label
+    assert owners["size"] == s.chunk.size
+    # The editor placed it elsewhere: its path is its own.
+    folder = s.b.mkdir(s.b.root_id, "from alice")
+    accept(s.b, s.b_share["id"], parent_id=folder["id"], name="her docs")
+    (editors,) = trash_of(s.b)
+    assert editors["path"] == "from alice/her docs/plan.txt"
+    assert trash_of(s.c) == []  # a viewer sees none (and cannot restore)
+    assert trash_of(s.d) == []
+    restored = s.b.call("POST", f"nodes/{s.file['id']}/restore", json={})
+    assert restored["node"]["deleted"] is False
+    assert trash_of(s.a) == []
+    # Its trash path resolves for the editor (the share at its placement), as
+    # `mountfs restore PATH` asks.
+    s.b.delete_node(s.file["id"], restored["node"]["version"])
+    found = s.b.call("GET", "resolve", params={"path": "from alice/her docs/plan.txt"})
+    assert found["id"] == s.file["id"]
+
+
+def test_a_taken_id_answers_the_same_whoever_holds_it(new_account: AccountFactory) -> None:
+    """A client-chosen id used by another account is refused exactly like one's own id
+    reused with other content: nothing tells whose it is (docs/protocol.md, "Id
+    collisions")."""
+    a, b = new_account("holder"), new_account("prober")
+    theirs = a.mkfile(a.root_id, "secret.txt")
+    mine = b.mkfile(b.root_id, "mine.txt")
+    foreign = b.create_node(b.root_id, "probe", node_id=theirs["id"], expect=409)
+    own = b.create_node(b.root_id, "probe", node_id=mine["id"], expect=409)
+    assert foreign == own
+    assert set(foreign) == {"error", "detail"}

@@ -283,3 +283,49 @@ def _file(parent_id: str, name: str) -> dict[str, Any]:
         "mode": 0o644,
         "mtime_ns": 0,
     }
+
+
+def test_followed_announces_the_shares_the_account_follows(
+    api: ApiClient, new_account: AccountFactory
+) -> None:
+    """`followed=true`: one stream also announces the journals of accepted shares (each
+    event names its namespace), picks up a share accepted while it is open, and stops
+    announcing a share once it is revoked; the offer itself is news of the own journal."""
+    owner, outsider = new_account("owner"), new_account("outsider")
+    first = owner.mkdir(owner.root_id, "first")
+    body = {"account": api.name, "role": "editor"}
+    offer = owner.call("POST", f"nodes/{first['id']}/shares", json=body, expect=201)
+    api.call("POST", f"shares/{offer['id']}/accept", json={})
+    ns = offer["namespace_id"]
+    path = f"journal/{api.namespace_id}/watch"
+    # Only on the account's own namespace; another's is still 404.
+    shared_path = f"journal/{ns}/watch"
+    assert_error(api.request("GET", shared_path, params={"followed": "true"}), 400, "bad_request")
+    assert_error(outsider.request("GET", path, params={"followed": "true"}), 404, "not_found")
+    with watching(api, followed="true") as stream:
+        assert not data_lines(stream.quiet_for(QUIET_S))
+        owner.mkfile(first["id"], "inside")
+        event = stream.next_event(ARRIVES_WITHIN_S)
+        assert event["data"]["namespace_id"] == ns
+        assert event["data"]["position"] == len(api.journal_all(ns))
+        assert "id" not in event  # ids are the watched namespace's own positions
+        # A second share, offered and accepted while the stream is open.
+        second = owner.mkdir(owner.root_id, "second")
+        offer2 = owner.call("POST", f"nodes/{second['id']}/shares", json=body, expect=201)
+        assert stream.next_event(ARRIVES_WITHIN_S)["data"]["namespace_id"] == api.namespace_id
+        api.call("POST", f"shares/{offer2['id']}/accept", json={})
+        assert stream.next_event(ARRIVES_WITHIN_S)["data"]["namespace_id"] == api.namespace_id
+        owner.mkfile(second["id"], "inside too")
+        event = stream.next_event(ARRIVES_WITHIN_S)
+        assert event["data"]["namespace_id"] == offer2["namespace_id"]
+        # Revoked: the detach is news of the own journal, then the share is silent.
+        owner.call("DELETE", f"shares/{offer['id']}")
+        assert stream.next_event(ARRIVES_WITHIN_S)["data"]["namespace_id"] == api.namespace_id
+        stream.quiet_for(QUIET_S)
+        owner.mkfile(first["id"], "after the end")
+        assert not data_lines(stream.quiet_for(QUIET_S))
+    # Without the flag, a share's news is not on the account's stream.
+    with watching(api) as stream:
+        stream.quiet_for(QUIET_S)
+        owner.mkfile(second["id"], "not announced")
+        assert not data_lines(stream.quiet_for(QUIET_S))

@@ -147,7 +147,7 @@ class Follower:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGINT)
         try:
-            return self.proc.wait(10)
+            return self.proc.wait(30)  # generous: a loaded CI machine was seen to need >10 s
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -186,3 +186,24 @@ def test_without_a_login_it_says_so(tmp_path: Path) -> None:
     result = run_cli("events", "--state", tmp_path / "nobody", timeout=60)
     assert result.returncode == 1
     assert "mountfs login" in result.stderr
+
+
+def test_shares_offered_changed_and_ended_are_listed(
+    laptop: tuple[Account, Path], backend_session: BackendProcess
+) -> None:
+    account, state = laptop
+    owner = Account.register(backend_session.base_url, "sharer")
+    with owner.api() as other:
+        folder = other.mkdir(other.root_id, "plans")
+        body = {"account": account.name, "role": "viewer"}
+        offer = other.call("POST", f"nodes/{folder['id']}/shares", json=body, expect=201)
+        body["role"] = "editor"
+        other.call("POST", f"nodes/{folder['id']}/shares", json=body, expect=200)
+        other.call("DELETE", f"shares/{offer['id']}")
+    changes = events_json(state)
+    assert summary(changes) == [("offered", "/plans"), ("role", "/plans"), ("unshared", "/plans")]
+    assert [c["share"]["role"] for c in changes] == ["viewer", "editor", "editor"]
+    assert {c["share"]["by"] for c in changes} == {owner.name}
+    assert changes[0]["share"]["id"] == offer["id"]
+    text = run_cli("events", "--state", state, timeout=60).stdout.splitlines()
+    assert text[0].endswith(f"({owner.name}, viewer; accept: mountfs shares accept {offer['id']})")

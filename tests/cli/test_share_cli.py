@@ -143,3 +143,37 @@ def test_account_delete_from_the_cli(backend_server: BackendProcess, tmp_path: P
         gone = mountfs("shares", "--state", str(state))
         assert gone.returncode == 1
         assert "unauthorized" in gone.stderr
+
+
+def test_trash_and_restore_inside_a_share(backend_server: BackendProcess, tmp_path: Path) -> None:
+    """`mountfs trash` lists what an editor deleted in a shared folder, for the owner and
+    the editor (with the deleting device), not for a viewer; `mountfs restore PATH` by
+    the editor, at the path it sees the share at, brings it back."""
+    server = backend_server.base_url
+    states = {name: tmp_path / name for name in ("olga", "ed", "vic")}
+    with (
+        device(server, "olga", states["olga"]) as olga,
+        device(server, "ed", states["ed"]) as ed,
+        device(server, "vic", states["vic"]) as vic,
+    ):
+        docs = olga.mkdir(olga.root_id, "docs")
+        report = olga.mkfile(docs["id"], "report.txt")
+        for who, role in ((ed, "editor"), (vic, "viewer")):
+            body = {"account": who.name, "role": role}
+            offer = olga.call("POST", f"nodes/{docs['id']}/shares", json=body, expect=201)
+            who.call("POST", f"shares/{offer['id']}/accept", json={"name": "olga's docs"})
+        ed.delete_node(report["id"], olga.get_node(report["id"])["version"])
+
+        def trash(name: str) -> list[dict[str, object]]:
+            items = json.loads(ok("trash", "--json", "--state", str(states[name])))
+            return [i for i in items if i["node_id"] == report["id"]] if items else []
+
+        (owners,) = trash("olga")
+        assert (owners["path"], owners["device_label"]) == ("docs/report.txt", "test")
+        (editors,) = trash("ed")
+        assert editors["path"] == "olga's docs/report.txt"
+        assert trash("vic") == []
+        assert "report.txt" in ok("trash", "--state", str(states["olga"]))
+        ok("restore", "olga's docs/report.txt", "--state", str(states["ed"]))
+        assert olga.get_node(report["id"])["deleted"] is False
+        assert trash("olga") == []

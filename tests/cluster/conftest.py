@@ -2,7 +2,14 @@
 
 Every test here is marked `cluster` (select with `-m cluster`, leave out with
 `-m "not cluster"`) and runs against the session's cluster (`tests.support.cluster`):
-PostgreSQL, SeaweedFS, two backend instances and nginx with TLS, all real.
+PostgreSQL, SeaweedFS, two backend instances and nginx with TLS, all real. The directory
+runs only in the cluster profile (`scripts/test --profile cluster`, which runs it in a
+session of its own after the rest of the suite, so that its faults never break an instance
+under another test); the embedded profile skips it.
+
+Since the whole suite runs on the cluster in that profile, an API test module is not
+imported here unchanged (it would run twice); the fixtures below serve the modules that
+import tests which need a cluster-specific set-up (`test_api_gc`, `test_pg_*`).
 
 The API suite's fixtures are re-pointed at the cluster: `server` is an object whose
 `base_url` is the load balancer's HTTPS URL, and `shared`/`box` make their account there,
@@ -28,22 +35,13 @@ from backend.db.tables import metadata
 from tests.api.conftest import anon, api, new_account
 from tests.backend_unit.conftest import alice, make_account, store
 from tests.support.api_client import ApiClient
-from tests.support.cluster import (
-    Cluster,
-    cluster,
-    cluster_exclusive,
-    cluster_shared,
-    drop_database,
-)
+from tests.support.cluster import Cluster, drop_database
 from tests.support.mount import FUSE_PROBLEM, pytest_runtest_makereport
 
 __all__ = [
     "alice",
     "anon",
     "api",
-    "cluster",
-    "cluster_exclusive",
-    "cluster_shared",
     "make_account",
     "new_account",
     "pytest_runtest_makereport",

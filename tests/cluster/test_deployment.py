@@ -3,6 +3,7 @@ fan-out between instances and PostgreSQL specifics, all against `scripts/cluster
 
 from __future__ import annotations
 
+import json
 import ssl
 import subprocess
 import sys
@@ -91,12 +92,29 @@ def test_metrics_count_requests_and_commits_and_stay_private(cluster: Cluster) -
             for i in range(INSTANCES)
         )
 
+    def total(name: str, **labels: str) -> float:
+        return sum(metric_sum(cluster.metrics(i), name, **labels) for i in range(INSTANCES))
+
     before = commits()
+    finished = total(
+        "mountfs_blockstore_operation_duration_seconds_count", store="s3", operation="finish_upload"
+    )
+    fanned_out = total("mountfs_journal_fanout_lag_seconds_count")
     with ApiClient.new_account(cluster.url, "metrics") as api:
         for n in range(3):
             node = api.mkfile(api.root_id, f"m{n}")
             api.commit(node["id"], [Chunk(f"metrics {n}".encode() * 30000)], None)
     assert commits() - before == 3
+    # Each upload was confirmed with S3 (timed per operation), and every journal entry was
+    # heard by the instances' listeners (the fan-out lag has a sample per NOTIFY heard).
+    after = total(
+        "mountfs_blockstore_operation_duration_seconds_count", store="s3", operation="finish_upload"
+    )
+    assert after - finished >= 3
+    deadline = time.monotonic() + 10
+    while total("mountfs_journal_fanout_lag_seconds_count") - fanned_out < 6:  # 3 creates+commits
+        assert time.monotonic() < deadline, "the instances heard no NOTIFY"
+        time.sleep(0.2)
     text_ = cluster.metrics(0)
     assert "mountfs_http_request_duration_seconds_bucket" in text_
     assert 'route="/api/v1/nodes/{node_id}/revisions"' in "".join(
@@ -109,6 +127,27 @@ def test_metrics_count_requests_and_commits_and_stay_private(cluster: Cluster) -
         assert client.get(f"{cluster.url}/metrics").status_code == 404  # not through nginx
         assert client.get(f"{cluster.url}/readyz").status_code == 200
     assert httpx.get(f"{cluster.instance_url(1)}/healthz").json() == {"status": "ok"}
+
+
+def test_instances_log_json_and_echo_the_request_id(cluster: Cluster) -> None:
+    """On PostgreSQL the default log format is JSON; answers echo the client's request id
+    through nginx (tests/api/test_request_logs.py checks the ids in the log lines); an open
+    watch counts as a push connection."""
+    with ApiClient.new_account(cluster.url, "logs") as api:
+        answer = api.request("GET", "me", headers={"X-Request-Id": "cluster-log-1"})
+        assert answer.headers["x-request-id"] == "cluster-log-1"
+        watch = f"{cluster.instance_url(0)}/api/v1/journal/{api.namespace_id}/watch"
+        with httpx.stream("GET", watch, headers=api.auth_headers(), timeout=30) as stream:
+            assert stream.status_code == 200
+            assert metric_sum(cluster.metrics(0), "mountfs_push_connections") >= 1
+    records = [
+        json.loads(line)
+        for line in cluster.instance_log(0).read_text(errors="replace").splitlines()
+        if line.startswith("{")
+    ]
+    ready = [r for r in records if r["message"].startswith("backend ready")]
+    assert ready
+    assert {"time", "level", "logger", "message"} <= set(ready[-1])
 
 
 def test_migrations_build_tables_py_on_postgresql_and_go_down_and_up(scratch_db: str) -> None:

@@ -150,6 +150,130 @@ def test_viewer_share_is_read_only_in_the_mount(
         eventually(reads(shared / "b.txt", b"new from the owner\n"), "owner's new file")
         (reader.mountpoint / "mine.txt").write_bytes(b"still mine")
         reader.synced()
+        # The owner makes carol an editor: the role change reaches her mount through her
+        # push channel (a `share` entry), and the share becomes writable there.
+        with alice.api() as a:
+            body = {"account": carol.name, "role": "editor"}
+            a.call("POST", f"nodes/{folder['id']}/shares", json=body, expect=200)
+
+        def writable() -> bool:
+            try:
+                (shared / "now-editor.txt").write_bytes(b"allowed now\n")
+            except OSError:
+                return False
+            return True
+
+        eventually(writable, "editor rights at carol", PUSHED_WITHIN_S)
+        reader.synced()
+        eventually(reads(photos / "now-editor.txt", b"allowed now\n"), "carol's file at alice")
     finally:
         problems = alices.close() + carols.close()
+    assert not problems, "\n".join(problems)
+
+
+PUSHED_WITHIN_S = 15.0
+"""Well below the engine's safety poll while the push channel is up (60 s): a change that
+arrives within this came through the push channel."""
+
+
+def test_changes_in_a_share_are_pushed_to_the_member(
+    backend_session: BackendProcess, tmp_path: Path
+) -> None:
+    """With auto-accept, an offer appears in the member's mount by itself, and what the
+    owner changes inside the share afterwards arrives through the member's push channel
+    (which announces the followed shares' journals), not through a poll."""
+    server = backend_session.base_url
+    alice, bob = Account.register(server, "owner"), Account.register(server, "member")
+    bobs = Devices(bob, tmp_path / "bob")
+    try:
+        member = bobs("bob")
+        with bob.api() as b:
+            b.call("PATCH", "me/preferences", json={"auto_accept_shares": True})
+        with alice.api() as a:
+            folder = a.mkdir(a.root_id, "pushed")
+            a.mkfile(folder["id"], "first.txt")  # empty: the nodes are what travels here
+            a.call(
+                "POST",
+                f"nodes/{folder['id']}/shares",
+                json={"account": bob.name, "role": "editor"},
+                expect=201,
+            )
+            shared = member.mountpoint / "pushed"
+            eventually(reads(shared / "first.txt", b""), "the share", PUSHED_WITHIN_S)
+            for n in range(3):
+                a.mkfile(folder["id"], f"later-{n}.txt")
+                took = eventually(reads(shared / f"later-{n}.txt", b""), "a change", 30)
+                assert took < PUSHED_WITHIN_S, took
+    finally:
+        problems = bobs.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_revoking_keeps_the_members_unsynced_edits_as_its_own(
+    backend_session: BackendProcess, tmp_path: Path
+) -> None:
+    """The member edits a file of the share and adds one while its transfers are paused
+    (nothing reaches the backend); the owner revokes. The share leaves the member's mount,
+    and the edits stay as the member's own files in `docs (unshared edits)`, which sync up
+    to the member's account once transfers resume. The owner's files are untouched."""
+    server = backend_session.base_url
+    alice, bob = Account.register(server, "owner"), Account.register(server, "member")
+    alices, bobs = Devices(alice, tmp_path / "alice"), Devices(bob, tmp_path / "bob")
+    try:
+        laptop, member = alices("laptop"), bobs("bob")
+        docs = laptop.mountpoint / "docs"
+        (docs / "sub").mkdir(parents=True)
+        (docs / "plan.txt").write_bytes(b"the plan\n")
+        (docs / "sub" / "notes.txt").write_bytes(b"notes\n")
+        (docs / "untouched.txt").write_bytes(b"left alone\n")
+        laptop.synced()
+        with alice.api() as a, bob.api() as b:
+            (folder,) = [n for n in a.list_children(a.root_id) if n["name"] == "docs"]
+            body = {"account": bob.name, "role": "editor"}
+            offer = a.call("POST", f"nodes/{folder['id']}/shares", json=body, expect=201)
+            b.call("POST", f"shares/{offer['id']}/accept", json={})
+        shared = member.mountpoint / "docs"
+        eventually(reads(shared / "sub" / "notes.txt", b"notes\n"), "the share at bob")
+        eventually(reads(shared / "plan.txt", b"the plan\n"), "plan at bob")
+
+        member.allowed_log.append("a share ended with unsynced changes here")
+        paused = member.cli("pause")
+        assert paused.returncode == 0, paused.stderr
+        (shared / "plan.txt").write_bytes(b"bob's better plan\n")
+        (shared / "sub" / "notes.txt").write_bytes(b"bob's notes\n")
+        (shared / "from-bob.txt").write_bytes(b"new, from bob\n")
+        time.sleep(1.0)  # give a (wrong) upload every chance to happen
+        with alice.api() as a:
+            a.call("DELETE", f"shares/{offer['id']}")
+
+        kept = member.mountpoint / "docs (unshared edits)"
+        eventually(lambda: not shared.exists(), "the share leaves bob's mount")
+        eventually(reads(kept / "plan.txt", b"bob's better plan\n"), "bob's edit kept")
+        assert (kept / "sub" / "notes.txt").read_bytes() == b"bob's notes\n"
+        assert (kept / "from-bob.txt").read_bytes() == b"new, from bob\n"
+        assert not (kept / "untouched.txt").exists()  # nothing of bob's in it: it went
+
+        resumed = member.cli("resume")
+        assert resumed.returncode == 0, resumed.stderr
+        member.synced()
+        with bob.api() as b:
+            (mine,) = [n for n in b.list_children(b.root_id) if n["name"] == kept.name]
+            assert mine["namespace_id"] == b.namespace_id
+            inside = {n["name"]: n for n in b.list_children(mine["id"])}
+            assert set(inside) == {"plan.txt", "sub", "from-bob.txt"}
+            assert inside["plan.txt"]["size"] == len(b"bob's better plan\n")
+            assert inside["plan.txt"]["head_revision"] is not None
+            (notes,) = b.list_children(inside["sub"]["id"])
+            assert (notes["name"], notes["size"]) == ("notes.txt", len(b"bob's notes\n"))
+        # A second device of bob's gets them like any file of his.
+        other = bobs("bob-desktop")
+        copy = other.mountpoint / kept.name
+        eventually(reads(copy / "plan.txt", b"bob's better plan\n"), "kept edits at bob's 2nd")
+        # The owner's files never saw bob's unsynced edits.
+        laptop.synced()
+        assert (docs / "plan.txt").read_bytes() == b"the plan\n"
+        assert (docs / "sub" / "notes.txt").read_bytes() == b"notes\n"
+        assert not (docs / "from-bob.txt").exists() or (docs / "from-bob.txt").stat().st_size == 0
+    finally:
+        problems = alices.close() + bobs.close()
     assert not problems, "\n".join(problems)

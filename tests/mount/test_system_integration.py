@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 import shlex
 import shutil
@@ -31,7 +32,12 @@ from pathlib import Path
 
 import pytest
 
+from mountfs.cli.core import main as cli_main
+from mountfs.cli.core import mount_options_of
 from mountfs.fstab import (
+    FLAGS,
+    NOT_OPTIONS,
+    OPTIONS,
     FstabError,
     HelperCall,
     looks_like_helper_call,
@@ -40,7 +46,8 @@ from mountfs.fstab import (
     parse_size,
 )
 from mountfs.mount import LOG_FILE, PID_FILE, MountOptions
-from mountfs.service import unit_name
+from mountfs.service import mount_arguments, unit_name
+from mountfs.sync.transfers import Bandwidth
 from tests.support.mount import (
     Account,
     Devices,
@@ -81,6 +88,45 @@ def test_fstab_options_are_ours_or_generic_and_dropped(tmp_path: Path) -> None:
     )
 
 
+def test_every_mount_option_is_an_fstab_option_and_reaches_the_unit(tmp_path: Path) -> None:
+    """Each `MountOptions` field is an option of fstab (`OPTIONS`/`FLAGS`) and of the unit
+    `mountfs service install` writes (`mount_arguments`), with the meaning `mountfs mount`
+    gives it: fstab options -> MountOptions -> the unit's `mountfs mount` arguments, parsed
+    by the `mount` command itself -> the same MountOptions. A new mount option that is
+    forgotten in either place fails here (`--offline-read-timeout` once was)."""
+    fields = {f.name for f in dataclasses.fields(MountOptions)} - NOT_OPTIONS
+    assert {field for field, _ in [*OPTIONS.values(), *FLAGS.values()]} == fields
+    state, mnt = tmp_path / "state", tmp_path / "Cloud"
+    options = (
+        "noatime,log_level=warning,cache_size=3G,"
+        "offline_read_timeout=1.5,bwlimit=10M:off,transfers=9,no_notify"
+    )
+    call = parse_argv([str(state), str(mnt), "-o", options])
+
+    opts = mount_options(call)
+
+    assert opts == MountOptions(
+        mountpoint=mnt,
+        state_dir=state,
+        log_level="WARNING",
+        cache_size=3 << 30,
+        offline_read_timeout=1.5,
+        bandwidth=Bandwidth(up=10 << 20, down=None),
+        in_flight=9,
+        notify=False,
+    )
+    for name in fields:  # every field differs from its default: all must be passed on
+        assert getattr(opts, name) != getattr(MountOptions(mnt, state), name), name
+    args = mount_arguments(opts)
+    assert args == ["--log-level", "WARNING", "--cache-size", str(3 << 30),
+                    "--offline-read-timeout", "1.5", "--bwlimit", f"{10 << 20}:off",
+                    "--transfers", "9", "--no-notify"]  # fmt: skip
+    command = cli_main.commands["mount"]
+    with command.make_context("mount", [str(mnt), "--state", str(state), *args]) as ctx:
+        assert mount_options_of(**ctx.params) == opts
+    assert mount_arguments(MountOptions(mnt, state)) == ["--log-level", "INFO"]  # defaults
+
+
 def test_helper_flags_come_in_any_order(tmp_path: Path) -> None:
     """mount(8) puts `-sfnv` and `-o` after the paths, and `-t` when the type has a dot."""
     call = parse_argv(["-s", "STATE", "-onoatime", "MNT", "-f", "-n", "-v", "-t", "fuse.mountfs"])
@@ -112,6 +158,12 @@ def test_source_placeholders_use_the_state_option_or_the_default(
         ("cache_size=lots", "cache_size=lots: expected bytes"),
         ("state=", "option state= needs a value"),
         ("state=/elsewhere", "two state directories"),
+        ("offline_read_timeout=0", "offline_read_timeout=0: expected seconds, at least 0.1"),
+        ("offline_read_timeout=soon", "offline_read_timeout=soon: expected seconds"),
+        ("offline_read_timeout", "option offline_read_timeout= needs a value"),
+        ("bwlimit=fast", "bwlimit=fast: 'FAST' is not a rate"),
+        ("transfers=0", "transfers=0: expected a number from 1 to 64"),
+        ("no_notify=yes", "option no_notify takes no value"),
     ],
 )
 def test_bad_options_are_refused_by_name(options: str, message: str) -> None:
@@ -346,7 +398,8 @@ def namespace(tmp_path: Path) -> Iterator[MountNamespace]:
 FSTAB_FORMS = {
     "legacy": "mountfs#{state} {mnt} fuse defaults,_netdev,noauto,user,x-systemd.automount 0 0",
     "subtype": "{state} {mnt} fuse.mountfs noatime,nofail,comment=cloud,log_level=debug 0 0",
-    "helper": "{state} {mnt} mountfs defaults,_netdev,users,noexec,cache_size=128M 0 0",
+    "helper": "{state} {mnt} mountfs defaults,_netdev,users,noexec,cache_size=128M,"
+    "offline_read_timeout=2.5,bwlimit=50M,transfers=8,no_notify 0 0",
 }
 
 
@@ -445,7 +498,9 @@ def test_service_install_writes_a_unit_that_mounts_and_logs_to_the_journal(
     mountpoint = tmp_path / "My Cloud"  # a space: the Exec lines must quote it
 
     installed = _mountfs(env, "service", "install", mountpoint, "--state", device.state_dir,
-                         "--log-level", "debug", "--cache-size", str(64 << 20))  # fmt: skip
+                         "--log-level", "debug", "--cache-size", str(64 << 20),
+                         "--offline-read-timeout", "2.5", "--bwlimit", "50M:100M",
+                         "--transfers", "8", "--no-notify")  # fmt: skip
 
     assert installed.returncode == 0, installed.stderr
     unit_path = tmp_path / "config" / "systemd" / "user" / unit_name(mountpoint)
@@ -466,7 +521,9 @@ def test_service_install_writes_a_unit_that_mounts_and_logs_to_the_journal(
     start, stop = _exec_line(service["ExecStart"]), _exec_line(service["ExecStop"])
     assert start[0] == str(BIN / "mountfs")  # absolute: the user manager's PATH is not ours
     assert start[1:] == ["mount", str(mountpoint), "--state", str(device.state_dir),
-                         "--log-level", "DEBUG", "--cache-size", str(64 << 20)]  # fmt: skip
+                         "--log-level", "DEBUG", "--cache-size", str(64 << 20),
+                         "--offline-read-timeout", "2.5", "--bwlimit", f"{50 << 20}:{100 << 20}",
+                         "--transfers", "8", "--no-notify"]  # fmt: skip
     assert stop == [start[0], "umount", str(mountpoint)]
 
     # What systemd does with it: ExecStart with stderr on a journal stream, and the unit

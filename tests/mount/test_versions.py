@@ -181,6 +181,7 @@ def test_restore_at_a_version_file_and_trash_empty(mount_factory: MountFactory) 
     assert not (root / ".versions" / "a.txt").exists()
 
 
+@pytest.mark.embedded_only("damages a chunk file in the embedded block directory")
 def test_a_corrupted_chunk_is_eio_never_wrong_bytes(
     mount_factory: MountFactory, backend_session: BackendProcess
 ) -> None:

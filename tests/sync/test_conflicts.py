@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -490,5 +491,160 @@ def test_edit_beats_a_rename_then_delete(
     laptop.sync()
     converge(desktop, laptop)
     assert files(trees(pair, mount_factory)) == {"f.txt": digest(b"edited\n")}
+    for device in pair:
+        assert state_vs_backend(device, inspector) == [], device.label
+
+
+def test_both_edit_and_one_renames(
+    pair: list[Device], mount_factory: Devices, inspector: ApiClient
+) -> None:
+    """The desktop edits c and syncs while the offline laptop edits c and renames it to
+    b.txt (seed 1 of the randomized run). Both edited: the desktop's edit is the head, the
+    laptop's is kept as a conflicted copy, and the rename applies to the file that carries
+    the name (a regression: the laptop showed the winner under the old name)."""
+    laptop, desktop = pair
+    setup_base(pair, {"c": b"base\n" * 100})
+    laptop.link.cut()
+    edit_in_place(desktop.root / "c", b"desktop edit\n" * 100)
+    desktop.sync()
+    edit_in_place(laptop.root / "c", b"laptop edit\n" * 100)
+    os.rename(laptop.root / "c", laptop.root / "b.txt")
+    converge(laptop, desktop)
+    seen = files(trees(pair, mount_factory))
+    assert seen.pop("b.txt") == digest(b"desktop edit\n" * 100)
+    (copy, content), *rest = seen.items()
+    assert not rest, seen
+    assert re.fullmatch(r"b" + COPY.format(device="laptop") + r"\.txt", copy), copy
+    assert content == digest(b"laptop edit\n" * 100)
+    for device in pair:
+        assert state_vs_backend(device, inspector) == [], device.label
+
+
+def test_crossing_moves_with_a_move_undone_elsewhere(
+    pair: list[Device], mount_factory: Devices, inspector: ApiClient
+) -> None:
+    """The offline laptop moves y into x while the desktop moves x into y and then back
+    out. The laptop pushes before it pulls: its move is accepted (x is back at the top),
+    so the desktop's first move, pulled afterwards, closes a cycle here with no queued move
+    of ours to blame. The applier takes y out of x for the moment, and the laptop must then
+    put it where the backend has it, in x (a regression: y stayed at the top for good)."""
+    laptop, desktop = pair
+    setup_base(pair, {"x/in-x.txt": b"x\n", "y/in-y.txt": b"y\n"})
+    laptop.link.cut()
+    os.rename(laptop.root / "y", laptop.root / "x" / "y")
+    os.rename(desktop.root / "x", desktop.root / "y" / "x")
+    desktop.sync()
+    os.rename(desktop.root / "y" / "x", desktop.root / "x")
+    desktop.sync()
+    laptop.mount.stop()  # gives up on the final flush quickly: nothing answers
+    laptop.link.restore()
+    synced = laptop.mount.sync()  # unmounted: pushes, then pulls
+    assert synced.returncode == 0, synced.stderr
+    assert state_vs_backend(laptop, inspector) == []
+    laptop.mount.start()
+    converge(desktop, laptop)
+    tree = trees(pair, mount_factory)
+    assert set(tree) == {"x", "x/in-x.txt", "x/y", "x/y/in-y.txt"}
+    for device in pair:
+        assert state_vs_backend(device, inspector) == [], device.label
+
+
+def test_folder_deleted_elsewhere_goes_once_a_rename_in_it_lost(
+    pair: list[Device], mount_factory: Devices, inspector: ApiClient
+) -> None:
+    """The laptop renames z/a.txt to z/b.txt while the desktop deletes z; the laptop pulls
+    the deletes before it pushes its rename (seed 33 of the randomized run): the pull keeps
+    z (a queued rename is in it) and the file; the rename is refused, the delete wins for
+    the file, and then for z too (a regression: the laptop kept an empty z for good).
+    The laptop's push is held back by a slow upload (`--bwlimit`): a push round commits
+    files under the same lock, so the rename waits while the pull goes on."""
+    laptop, desktop = pair
+    setup_base(pair, {"z/a.txt": b"base\n", "keep.txt": b"k\n"})
+    laptop.mount.stop()
+    laptop.mount.extra_args = ("--bwlimit", "64K:off")
+    laptop.mount.start()
+    (laptop.root / "slow.bin").write_bytes(os.urandom(512 << 10))  # ~8 s to upload
+    wait_for(lambda: laptop.mount.live_status()["transfers"] or None, 10, "the upload starts")
+    os.rename(laptop.root / "z" / "a.txt", laptop.root / "z" / "b.txt")
+    (desktop.root / "z" / "a.txt").unlink()
+    (desktop.root / "z").rmdir()
+    (desktop.root / "marker.txt").write_bytes(b"after the deletes\n")
+    desktop.sync()
+    wait_for(lambda: (laptop.root / "marker.txt").exists() or None, 10, "the laptop pulls")
+    assert laptop.mount.live_status()["pending_changes"] > 0, "the rename went out first"
+    converge(laptop, desktop)
+    tree = trees(pair, mount_factory)
+    assert set(tree) == {"keep.txt", "slow.bin", "marker.txt"}
+    for device in pair:
+        assert state_vs_backend(device, inspector) == [], device.label
+
+
+def test_a_folder_restored_for_a_move_into_it_stays_deleted_here(
+    pair: list[Device], mount_factory: Devices, inspector: ApiClient
+) -> None:
+    """The offline laptop moves notes.md into z/z and then deletes z with everything in it,
+    while the desktop deletes z/z (seed 50 of the randomized run). The laptop's move meets
+    the deleted z/z: it restores z/z on the backend to send the move, and then its own
+    deletes go through. z/z must not come back on the laptop meanwhile (a regression: the
+    restore brought the row back here and the laptop kept z/z, deleted everywhere else)."""
+    laptop, desktop = pair
+    setup_base(pair, {"z/z": None, "notes.md": b"notes\n", "keep.txt": b"k\n"})
+    laptop.link.cut()
+    os.rename(laptop.root / "notes.md", laptop.root / "z" / "z" / "c")
+    (laptop.root / "z" / "z" / "c").unlink()
+    (laptop.root / "z" / "z").rmdir()
+    (laptop.root / "z").rmdir()
+    (desktop.root / "z" / "z").rmdir()
+    desktop.sync()
+    converge(laptop, desktop)
+    assert set(trees(pair, mount_factory)) == {"keep.txt"}
+    for device in pair:
+        assert state_vs_backend(device, inspector) == [], device.label
+
+
+def test_edit_beats_the_delete_of_its_folder(
+    pair: list[Device], mount_factory: Devices, inspector: ApiClient
+) -> None:
+    """The desktop edits proj/f.txt first; the offline laptop deletes proj with it. The
+    laptop's delete of f.txt loses to the edit, and so does its delete of proj (not empty
+    any more): both stay, with the edit, on every device (seed 55 of the randomized run
+    found the laptop adopting f.txt into a folder it had removed, over and over)."""
+    laptop, desktop = pair
+    setup_base(pair, {"proj/f.txt": b"base\n", "proj/g.txt": b"g\n"})
+    laptop.link.cut()
+    edit_in_place(desktop.root / "proj" / "f.txt", b"edited\n")
+    desktop.sync()
+    for name in ("f.txt", "g.txt"):
+        (laptop.root / "proj" / name).unlink()
+    (laptop.root / "proj").rmdir()
+    converge(laptop, desktop)
+    assert files(trees(pair, mount_factory)) == {"proj/f.txt": digest(b"edited\n")}
+    for device in pair:
+        assert state_vs_backend(device, inspector) == [], device.label
+
+
+def test_a_folder_restored_as_a_parent_comes_back_on_the_device_that_restored_it(
+    pair: list[Device], mount_factory: Devices, inspector: ApiClient
+) -> None:
+    """The laptop moves notes.md into z/z and deletes z with it, first; the desktop edited
+    notes.md and deleted z/z meanwhile, then moves notes.md to z/data.bin (seed 50 of the
+    randomized run). The edit beats the delete: the desktop restores notes.md where it was
+    deleted, z/z and z with it, then moves it. z/z is live on the backend again, so the
+    desktop must have it too (a regression: its row was purged and it never came back)."""
+    laptop, desktop = pair
+    setup_base(pair, {"z/z": None, "notes.md": b"notes\n"})
+    laptop.link.cut()
+    desktop.link.cut()
+    os.rename(laptop.root / "notes.md", laptop.root / "z" / "z" / "c")
+    shutil.rmtree(laptop.root / "z")
+    edit_in_place(desktop.root / "notes.md", b"edited\n")
+    (desktop.root / "z" / "z").rmdir()
+    os.rename(desktop.root / "notes.md", desktop.root / "z" / "data.bin")
+    laptop.link.restore()
+    laptop.sync()
+    converge(desktop, laptop)
+    tree = trees(pair, mount_factory)
+    assert files(tree) == {"z/data.bin": digest(b"edited\n")}
+    assert set(tree) == {"z", "z/z", "z/data.bin"}
     for device in pair:
         assert state_vs_backend(device, inspector) == [], device.label

@@ -19,6 +19,7 @@ def _flip_a_byte(path: os.PathLike[str]) -> None:
         f.write(bytes([byte[0] ^ 0xFF]))
 
 
+@pytest.mark.embedded_only("damages a chunk file in the embedded block directory")
 def test_a_corrupted_chunk_reads_as_eio_on_a_fresh_device(
     private: Devices, backend_server: BackendProcess
 ) -> None:

@@ -5,6 +5,8 @@ file; the mount runs it exactly as it would run the real one. A D-Bus session ad
 set so the mount believes a desktop session is there. Another device of the account puts a
 conflicted copy into the tree through the API (what a losing device does), and the mount
 must announce it -- once, and only when notifications are on and a session exists.
+Another account offering a share (then ending it) is announced the same way, from the
+`share` entries of the account's journal that the push channel announces.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api_client import ApiClient
-from tests.support.mount import Devices, MountProcess, make_state, wait_for
+from tests.support.mount import Account, Devices, MountProcess, make_state, wait_for
 
 COPY = "report (conflicted copy from desktop 2026-11-24).txt"
 SETTLE_S = 3.0
@@ -93,3 +95,25 @@ def test_no_notifications_with_no_notify_or_without_a_session(
         wait_for(copy.exists, 30, f"the copy reaches {mount.mountpoint.name}")
     time.sleep(SETTLE_S)
     assert recorded(calls) == []
+
+
+def test_a_share_offer_and_its_end_are_announced(
+    mount_factory: Devices, inspector: ApiClient, calls: Path
+) -> None:
+    mount = mount_factory("laptop")
+    owner = Account.register(mount_factory.account.server, "sharer")
+    with owner.api() as other:
+        folder = other.mkdir(other.root_id, "holiday photos")
+        body = {"account": mount_factory.account.name, "role": "viewer"}
+        offer = other.call("POST", f"nodes/{folder['id']}/shares", json=body, expect=201)
+        wait_for(lambda: recorded(calls) or None, 10, "a notification of the offer")
+        ((*_, summary, text),) = recorded(calls)
+        assert summary == f"{owner.name} shared the folder “holiday photos” with you"
+        assert f"mountfs shares accept {offer['id']}" in text
+        assert "view it" in text
+        other.call("DELETE", f"shares/{offer['id']}")
+        wait_for(lambda: len(recorded(calls)) == 2, 10, "a notification of the end")
+    time.sleep(SETTLE_S)
+    first, second = recorded(calls)
+    assert second[-2] == f"{owner.name} stopped sharing the folder “holiday photos” with you"
+    assert not (mount.mountpoint / "holiday photos").exists()  # never accepted

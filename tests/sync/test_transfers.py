@@ -99,6 +99,7 @@ def cut_and_wait(proxy: CutProxy) -> None:
 # --- cp -------------------------------------------------------------------------------------
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 def test_cp_resumes_an_upload_and_a_download_cut_mid_way(net: Net) -> None:
     size = 160 * MIB
     state = net.state("cp")
@@ -138,6 +139,7 @@ def test_cp_resumes_an_upload_and_a_download_cut_mid_way(net: Net) -> None:
     assert not (net.tmp / "back.bin.mountfs-part").exists()
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 @pytest.mark.parametrize("size", [256 * MIB, 2048 * MIB], ids=["256M", "2G"])
 def test_cp_a_large_file_both_ways_in_bounded_memory(net: Net, size: int) -> None:
     """Up and down by hash, each `mountfs cp` process under 300 MB resident. The 2 GiB
@@ -180,6 +182,7 @@ def run_python(code: str, *mountfs_args: str | Path) -> str:
     return result.stdout
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 @pytest.mark.slow
 def test_10_gib_round_trip(net: Net) -> None:
     size = 10 * 1024 * MIB
@@ -193,6 +196,7 @@ def test_10_gib_round_trip(net: Net) -> None:
     (net.tmp / "ten-back.bin").unlink()
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 def test_cp_refuses_what_it_cannot_copy(net: Net) -> None:
     state = net.state("bad")
     both_local = run_cli("cp", "/etc/hostname", "/tmp/x", "--state", state)
@@ -213,6 +217,7 @@ def write_random(path: Path, size: int) -> str:
     return random_file(path, size)
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 def test_mount_upload_resumes_after_a_network_cut(net: Net) -> None:
     size = 192 * MIB
     mount = net.devices("writer")
@@ -234,6 +239,7 @@ def test_mount_upload_resumes_after_a_network_cut(net: Net) -> None:
     mount.stop()
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 def test_kill_9_mid_upload_resumes_after_restart(net: Net) -> None:
     size = 128 * MIB
     mount = net.devices("killed")
@@ -257,6 +263,7 @@ def test_kill_9_mid_upload_resumes_after_restart(net: Net) -> None:
     mount.stop()
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 def test_a_read_cut_mid_way_resumes_from_the_cached_chunks(net: Net) -> None:
     size = 96 * MIB
     writer = net.devices("writer")
@@ -308,6 +315,7 @@ class _Sampler:
         return self.last_change
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 def test_pause_resume_and_progress_from_the_cli(net: Net) -> None:
     size = 48 * MIB
     mount = net.devices("pauser", extra_args=("--bwlimit", "4M"))  # 12 s of upload
@@ -359,6 +367,7 @@ def test_pause_resume_and_progress_from_the_cli(net: Net) -> None:
     mount.stop()
 
 
+@pytest.mark.embedded_only("cuts a proxy that carries the chunk bytes (S3 on the cluster)")
 def test_cancel_from_the_cli_reverts_or_removes_and_keeps_a_copy(net: Net) -> None:
     mount = net.devices("canceller", extra_args=("--bwlimit", "8M"))
     old = os.urandom(MIB)

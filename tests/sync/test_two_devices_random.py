@@ -14,10 +14,13 @@ content a device wrote during the round and still had when the round ended is so
 the converged tree (the rules say an edit always survives: beside the winner as a
 conflicted copy, or instead of a delete).
 
-`MOUNTFS_RANDOM_SEED` replays a run. The default run (in CI, about 20 s) uses a fixed seed
-so that a red CI always means a change broke something; the slow one (`--runslow`, about
-two minutes) draws a new seed every time to keep exploring (open: seed 11 of the short
-run once diverged on `z/notes.md` and passed on a rerun; see docs/sync.md).
+`MOUNTFS_RANDOM_SEED` replays a run (the rounds also depend on timing: a round ends after
+`seconds`, and background syncs race with the changes). The default run (in CI, about 20 s)
+uses a fixed seed so that a red CI always means a change broke something; the slow one
+(`--runslow`, about two minutes) draws a new seed every time to keep exploring. Every
+divergence a seed found is also a deterministic test of its own in `test_conflicts.py`
+(seed 1: both edit a file and one renames it; seed 33: a rename in a folder deleted
+elsewhere, pulled before the push; and crossing moves with a move undone elsewhere).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api_client import ApiClient
-from tests.support.mount import Devices, manifest_diff, tree_manifest, wait_for
+from tests.support.mount import Devices, MountError, manifest_diff, tree_manifest, wait_for
 from tests.sync.test_conflicts import Device, pair, state_vs_backend
 
 __all__ = ["pair"]
@@ -187,14 +190,14 @@ def run(
         kept = [actor.written & _hashes(actor.device.root) for actor in actors]
         order = list(pair)
         rng.shuffle(order)
-        for device in order:
-            device.link.restore()
-            device.sync()
-        for device in order:
-            device.sync()
         try:
+            for device in order:
+                device.link.restore()
+                device.sync()
+            for device in order:
+                device.sync()
             tree = _agree(pair)
-        except AssertionError as exc:
+        except (AssertionError, MountError) as exc:
             message = f"seed {seed}, round {rounds}: {exc}\n" + "\n".join(log[-HISTORY:])
             raise AssertionError(message) from None
         for device in pair:

@@ -225,6 +225,22 @@ def test_setattr_stores_nanoseconds_and_queues_mode_and_mtime(env: Env) -> None:
     assert "uid" not in update.body  # owners are local only
 
 
+def test_setattr_of_times_on_a_removed_file_answers_without_a_write(env: Env) -> None:
+    """The kernel's eviction SETATTR after an unlink (writeback cache) costs no commit;
+    other changes of a removed, still open file are stored as before."""
+    tree = env.vfs.tree
+    node = tree.create_file(ROOT, b"f", 0o644, CALLER)
+    env.mark_synced(node.ino)
+    env.vfs.inodes.remember(node.ino)  # the kernel still holds it: unlink keeps the row
+    tree.unlink(ROOT, b"f")
+    commits = env.db.commits
+    changed = tree.setattr(node.ino, AttrChange(mtime_ns=5, ctime_ns=6))
+    assert (changed.mtime_ns, changed.ctime_ns, changed.linked) == (5, 6, False)
+    assert env.db.commits == commits
+    assert tree.setattr(node.ino, AttrChange(mode=0o600)).mode == 0o600
+    assert tree.get(node.ino).mode == 0o600
+
+
 def test_setgid_directory_passes_its_group_on(env: Env) -> None:
     tree = env.vfs.tree
     shared = tree.mkdir(ROOT, b"shared", 0o2775, Caller(uid=1000, gid=50))
