@@ -114,7 +114,44 @@ class LocalTarget:
             self._dir = None
 
 
-class BindfsTarget:
+class _PassthroughTarget:
+    """A FUSE passthrough of a fresh temporary directory (`src` seen at `mnt`): the daemon
+    is started by `_start` and stops when the mount goes; subclasses say how to start it."""
+
+    name = ""
+
+    def __init__(self, base: Path) -> None:
+        self._base = base
+        self._dir: Path | None = None
+        self._mountpoint: Path | None = None
+
+    def setup(self) -> Path:
+        self._dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-", dir=self._base))
+        source, mountpoint = self._dir / "src", self._dir / "mnt"
+        source.mkdir()
+        mountpoint.mkdir()
+        self._mountpoint = mountpoint
+        self._start(source, mountpoint, self._dir)
+        wait_for_mount(mountpoint)
+        return mountpoint
+
+    def teardown(self) -> None:
+        if self._mountpoint is not None:
+            fuse_unmount(self._mountpoint)
+            self._mountpoint = None
+        self._stopped()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _start(self, source: Path, mountpoint: Path, workdir: Path) -> None:
+        raise NotImplementedError
+
+    def _stopped(self) -> None:
+        """After the unmount: reap what `_start` left running."""
+
+
+class BindfsTarget(_PassthroughTarget):
     """A bindfs mount of a temporary directory: FUSE's own overhead over the local disk.
 
     `--no-allow-other` keeps the mount private to the user running the benchmark (no
@@ -124,39 +161,19 @@ class BindfsTarget:
 
     name = "bindfs"
 
-    def __init__(self, base: Path) -> None:
-        self._base = base
-        self._dir: Path | None = None
-        self._mountpoint: Path | None = None
-
     def unavailable_reason(self) -> str | None:
         return _fuse_unavailable_reason() or _missing_tool("bindfs", "apt install bindfs")
 
-    def setup(self) -> Path:
-        self._dir = Path(tempfile.mkdtemp(prefix="bench-bindfs-", dir=self._base))
-        source, mountpoint = self._dir / "src", self._dir / "mnt"
-        source.mkdir()
-        mountpoint.mkdir()
-        self._mountpoint = mountpoint
+    def _start(self, source: Path, mountpoint: Path, workdir: Path) -> None:
         subprocess.run(
             ["bindfs", "--no-allow-other", str(source), str(mountpoint)],
             check=True,
             capture_output=True,
             timeout=MOUNT_TIMEOUT_S,
         )
-        wait_for_mount(mountpoint)
-        return mountpoint
-
-    def teardown(self) -> None:
-        if self._mountpoint is not None:
-            fuse_unmount(self._mountpoint)
-            self._mountpoint = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
 
-class Pyfuse3Target:
+class Pyfuse3Target(_PassthroughTarget):
     """`scripts/benchmarks/passthrough.py` over a temporary directory: the Python FUSE
     stack mountfs is built on (pyfuse3 + trio, same kernel options) with handlers that do
     nothing but the local call: the ceiling any pyfuse3 filesystem starts from."""
@@ -164,43 +181,36 @@ class Pyfuse3Target:
     name = "pyfuse3"
 
     def __init__(self, base: Path) -> None:
-        self._base = base
-        self._dir: Path | None = None
-        self._mountpoint: Path | None = None
+        super().__init__(base)
         self._process: subprocess.Popen[bytes] | None = None
 
     def unavailable_reason(self) -> str | None:
         return _fuse_unavailable_reason()
 
-    def setup(self) -> Path:
-        self._dir = Path(tempfile.mkdtemp(prefix="bench-pyfuse3-", dir=self._base))
-        source, mountpoint = self._dir / "src", self._dir / "mnt"
-        source.mkdir()
-        mountpoint.mkdir()
-        self._mountpoint = mountpoint
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.benchmarks.passthrough", str(source), str(mountpoint)],
-            cwd=Path(__file__).resolve().parents[2],
-            stdout=subprocess.DEVNULL,
-            stderr=(self._dir / "daemon.log").open("wb"),
-        )
-        wait_for_mount(mountpoint)
-        return mountpoint
+    def _start(self, source: Path, mountpoint: Path, workdir: Path) -> None:
+        with (workdir / "daemon.log").open("wb") as log:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts.benchmarks.passthrough",
+                    str(source),
+                    str(mountpoint),
+                ],
+                cwd=Path(__file__).resolve().parents[2],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
-    def teardown(self) -> None:
-        if self._mountpoint is not None:
-            fuse_unmount(self._mountpoint)
-            self._mountpoint = None
-        if self._process is not None:
-            try:
-                self._process.wait(timeout=MOUNT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+    def _stopped(self) -> None:
+        if self._process is None:
+            return
+        try:
+            self._process.wait(timeout=MOUNT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
 
 
 class MountfsTarget:
