@@ -159,13 +159,7 @@ class RemoteApplier:
         with self._db.transaction() as conn:
             self._apply(conn, entry, pending)
             self._db.set_meta(cursor_key, str(entry.seq))
-        for parent, name in pending.entries:
-            self._invalidator.entry(parent, name)
-        for ino, data in pending.inodes:
-            self._invalidator.inode(ino, data)
-        for ino in pending.unlinked:
-            self._purge_if_unused(ino)
-        self._notify_content(pending)
+        self._flush(pending)
 
     def adopt(
         self,
@@ -199,6 +193,7 @@ class RemoteApplier:
         self._flush(_Pending(entries=entries, unlinked=unlinked))
 
     def _flush(self, pending: _Pending) -> None:
+        """After a commit: tell the kernel what changed, purge what went, announce content."""
         for parent, name in pending.entries:
             self._invalidator.entry(parent, name)
         for ino, data in pending.inodes:

@@ -11,6 +11,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,16 +28,28 @@ def server(backend_factory: BackendFactory) -> BackendProcess:
     return backend_factory("--log-format", "json", "--access-log")
 
 
-def json_lines(server: BackendProcess, *ids: str) -> list[dict[str, Any]]:
-    """The JSON records of the backend's log, once a line for each of `ids` is in it: an
-    access line is written after its answer is sent, so a fast client can look first."""
+def log_lines_once(server: BackendProcess, done: Callable[[list[str]], bool]) -> list[str]:
+    """The backend's log lines once `done` holds for them (or after 10 s): an access line is
+    written after its answer is sent, so a fast client can look before it is there."""
     deadline = time.monotonic() + 10
     while True:
-        records = [json.loads(x) for x in server.log_text().splitlines() if x.startswith("{")]
-        seen = {r.get("request_id") for r in records}
-        if all(i in seen for i in ids) or time.monotonic() > deadline:
-            return records
+        lines = server.log_text().splitlines()
+        if done(lines) or time.monotonic() > deadline:
+            return lines
         time.sleep(0.05)
+
+
+def json_lines(server: BackendProcess, *ids: str) -> list[dict[str, Any]]:
+    """The JSON records of the backend's log, once a line for each of `ids` is in it."""
+
+    def records(lines: list[str]) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def all_seen(lines: list[str]) -> bool:
+        seen = {r.get("request_id") for r in records(lines)}
+        return all(i in seen for i in ids)
+
+    return records(log_lines_once(server, all_seen))
 
 
 def test_every_line_is_json_and_requests_carry_their_id(server: BackendProcess) -> None:
@@ -110,12 +123,8 @@ def test_text_is_the_default_on_sqlite(backend_factory: BackendFactory) -> None:
     server = backend_factory("--access-log")
     with ApiClient.new_account(server.base_url, "text") as api:
         api.request("GET", "me", headers={"X-Request-Id": "plain-1"})
-    deadline = time.monotonic() + 10  # the access line follows the answer
-    while True:
-        lines = [x for x in server.log_text().splitlines() if "[request plain-1]" in x]
-        if lines or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    tagged = log_lines_once(server, lambda lines: any("[request plain-1]" in x for x in lines))
+    lines = [line for line in tagged if "[request plain-1]" in line]
     assert len(lines) == 1
     assert re.match(
         r"\S+ \S+ INFO backend\.access: GET /api/v1/me 200 \[request plain-1\]$", lines[0]
