@@ -31,7 +31,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 STORE_OPERATIONS = Histogram(
     "mountfs_blockstore_operation_duration_seconds",
     "Block store operations the backend performs, by store (local, s3), operation "
-    "(finish_upload, exists, delete, read_object, presign_put, presign_get) and outcome.",
+    "(finish_upload, discard_upload_evidence, exists, delete, read_object) and outcome.",
     ["store", "operation", "outcome"],
     buckets=LATENCY_BUCKETS,
 )

@@ -17,9 +17,10 @@ Every instance exposes, in the Prometheus text format:
   request the backend makes to an S3 block store (HeadObject, CopyObject, DeleteObject…;
   `instrument_s3`). Presigning is local CPU and makes none: chunk bytes never pass here.
 - `mountfs_blockstore_operation_duration_seconds{store,operation,outcome}`: the block
-  store's own operations, for the local store and S3 alike (`finish_upload`, `exists`,
-  `delete`, `read_object`; `outcome` ok or error). An S3 store that stops answering shows
-  here as errors and long durations (botocore's retries included).
+  store's own operations, for the local store and S3 alike (`finish_upload`,
+  `discard_upload_evidence`, `exists`, `delete`, `read_object`; `outcome` ok or error).
+  An S3 store that stops answering shows here as errors and long durations (botocore's
+  retries included).
 - `mountfs_push_connections`: open push channels (accepted watch streams).
 - `mountfs_journal_fanout_lag_seconds`: journal lag between instances. Each instance,
   after committing a journal entry, NOTIFYs the others with the entry's position and its

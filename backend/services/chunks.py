@@ -11,10 +11,18 @@
   interrupted upload resumes with only the missing chunks; the first commit that names it
   turns the hold into ownership (`claim_held`). A hold never makes an object readable, and
   no other account can see or reference it.
+
+Both ownership and holds are recorded from the block store's evidence of an upload
+(`BlockStore.finish_upload`, which does not consume it) in a write transaction with the
+account locked; the evidence is removed only after that transaction has committed
+(`discard_evidence`), so a transaction cut by a database restart or a killed instance
+loses nothing: the retry finds the evidence still there. Evidence left behind by a
+failed discard is harmless and the GC removes it after its grace period (gc.py).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,12 +51,15 @@ from backend.services.types import (
 )
 from backend.store.base import BlockStore
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "HeldChunk",
     "HoldResult",
     "check_readable",
     "check_stored_sizes",
     "claim_held",
+    "discard_evidence",
     "hold_uploads",
     "prepare",
     "record_uploads",
@@ -210,10 +221,11 @@ def hold_uploads(
     """Record this account's completed uploads that no commit names yet (idempotent).
 
     One write transaction with the account row locked, like `revisions.confirm_uploads`:
-    the store's evidence is consumed by `finish_upload`, so consuming it and recording the
-    hold must be one step per account, or a concurrent commit could miss both. A chunk
-    already owned is answered as held; an existing hold is refreshed (`held_at`), which is
-    what keeps a slow upload's early chunks younger than the GC grace period.
+    the store confirms each upload (`finish_upload`) inside it, so the GC sees the object
+    either unconfirmed or held (gc.py), and the store's evidence is discarded only after
+    the hold has committed (module docstring). A chunk already owned is answered as held;
+    an existing hold is refreshed (`held_at`), which is what keeps a slow upload's early
+    chunks younger than the GC grace period.
     """
     first: dict[ObjectName, HeldChunk] = {}
     for item in wanted:
@@ -252,6 +264,7 @@ def hold_uploads(
             )
             held.update(already)
         rows = []
+        from_store: list[ObjectName] = []
         for obj in objects:
             if obj in held:
                 continue
@@ -260,6 +273,7 @@ def hold_uploads(
                 missing.append(obj)
                 continue
             held[obj] = stored_size
+            from_store.append(obj)
             item = first[obj]
             rows.append(
                 {
@@ -272,7 +286,23 @@ def hold_uploads(
                 }
             )
         upsert_ignore(conn, held_upload, rows, ["account_id", "object"])
+    # Committed: the hold is the proof now, so the store's evidence may go.
+    discard_evidence(store, who.account_id, from_store)
     return HoldResult(held, missing)
+
+
+def discard_evidence(
+    store: BlockStore, account_id: AccountId, objects: Sequence[ObjectName]
+) -> None:
+    """Remove the store's evidence of these uploads by `account_id`, whose ownership or
+    hold a transaction has just committed. Best effort: a failure (the store away) is
+    logged and leaves the evidence for the GC, never fails the request that recorded it."""
+    for obj in objects:
+        try:
+            store.discard_upload_evidence(obj, account_id)
+        except Exception as error:  # the store's errors are its client's (botocore, OSError)
+            log.warning("upload evidence of %s left for the GC: %s", obj, error)
+            return  # the store is likely away: the rest go the same way, by the GC
 
 
 def claim_held(

@@ -20,14 +20,27 @@ Why a revision can never end up naming a deleted object, whatever runs concurren
 deleting transaction also deletes the object's ownership (`chunk_owner`), holds and `chunk`
 row, and removes the object from the store *before it commits*. Every commit requires
 ownership inside its own transaction, and every confirmation of an upload
-(`revisions.confirm_uploads`, `chunks.hold_uploads`) consumes the store's evidence and
-looks at the object inside a write transaction holding the account's row lock. On SQLite
-all write transactions are serialised, so each of those runs entirely before the GC's
-(then the object is referenced or young, and kept) or entirely after it (then the object
-is gone, the confirmation finds nothing, and the commit is refused `missing_chunks`: the
-client uploads again, and the same bytes get the same name back). On PostgreSQL the GC's
-transaction gets the same serialisation by locking the namespace table against commits
-and every account row against confirmations (`_serialise_with_confirmations`).
+(`revisions.confirm_uploads`, `chunks.hold_uploads`) asks the store (`finish_upload`) and
+records what it confirms inside a write transaction holding the account's row lock. On
+SQLite all write transactions are serialised, so each of those runs entirely before the
+GC's (then the object is referenced or young, and kept) or entirely after it (then the
+object is gone: the local store confirms nothing for a missing object and the commit is
+refused `missing_chunks`, the client uploads again and the same bytes get the same name
+back; S3 copies the object back into place from the account's staging copy, the same
+verified bytes, and records it). On PostgreSQL the GC's transaction gets the same
+serialisation by locking the namespace table against commits and every account row
+against confirmations (`_serialise_with_confirmations`).
+
+The store's evidence of an upload (local marker, S3 staging key) is removed by the
+confirming request only *after* its transaction has committed, so a transaction cut by a
+database restart or a killed instance leaves it for the retry (store/base.py). Evidence
+left behind that way, by a failed removal, or by an upload never committed is discarded
+here once it is older than the grace (`_discard_stale_evidence`), with the same reasoning
+as for orphan objects: a commit comes within the grace of its upload or not at all (it is
+then refused `missing_chunks` and uploads again, which renews the evidence). Removing it
+needs no lock: a confirmation that verified it before has recorded, or will record, what
+it proved, and one that looks after finds nothing; evidence of an object the account
+already owns is never looked at again.
 """
 
 from __future__ import annotations
@@ -60,6 +73,8 @@ class GcReport:
     Attributes:
         objects_deleted, bytes_deleted: removed from the store (and their rows).
         holds_dropped: abandoned uploads' holds older than the grace.
+        evidence_discarded: store evidence of uploads (local markers, S3 staging keys)
+            older than the grace, removed.
         kept_young: unreferenced objects kept because they are younger than the grace.
         objects_listed: objects the store listed (the pass looks at each once).
         seconds: wall time of the pass.
@@ -68,6 +83,7 @@ class GcReport:
     objects_deleted: int
     bytes_deleted: int
     holds_dropped: int
+    evidence_discarded: int
     kept_young: int
     objects_listed: int
     seconds: float
@@ -116,6 +132,7 @@ def _collect(
         else:
             young_orphans += 1
     holds_dropped = _drop_old_holds(db, cutoff)
+    evidence_discarded = _discard_stale_evidence(store, cutoff)
     deleted = freed = kept = 0
     candidates = sorted({**orphans, **released}.items())
     for start in range(0, len(candidates), _BATCH):
@@ -136,6 +153,7 @@ def _collect(
         objects_deleted=deleted,
         bytes_deleted=freed,
         holds_dropped=holds_dropped,
+        evidence_discarded=evidence_discarded,
         kept_young=kept + young_orphans + max(young_rows, 0),
         objects_listed=listed,
         seconds=time.monotonic() - started,
@@ -169,6 +187,14 @@ def _drop_old_holds(db: Database, cutoff: datetime) -> int:
         _serialise_with_confirmations(conn, commits=False)  # holds are never committed
         result = conn.execute(delete(held_upload).where(held_upload.c.held_at < cutoff))
     return int(result.rowcount)
+
+
+def _discard_stale_evidence(store: BlockStore, cutoff: datetime) -> int:
+    """Remove upload evidence older than `cutoff` (module docstring: no lock needed)."""
+    stale = [e for e in store.list_upload_evidence() if e.modified < cutoff]
+    for evidence in stale:
+        store.discard_upload_evidence(evidence.object, evidence.account_id)
+    return len(stale)
 
 
 def _serialise_with_confirmations(conn: Connection, *, commits: bool = True) -> None:

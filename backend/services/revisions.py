@@ -4,14 +4,21 @@ A commit runs in two steps (`docs/backend.md`, "Commits"):
 
 1. `confirm_uploads` — its own write transaction, before the commit's: every object of the
    manifest that this account does not own yet is offered to `store.finish_upload`, which
-   consumes the store's evidence of the upload; each one the store confirms becomes owned
-   by the account (`chunks.record_uploads`) in that same transaction, with the account
-   locked, so two commits naming the same new object cannot both miss it (one consumes the
-   evidence, the other finds the ownership). Only a commit naming objects the account does
-   not own yet opens it; on SQLite it holds the write lock while the store answers (a local
-   unlink, or S3 round trips). Ownership recorded here survives even if step 2 then
-   refuses the commit, so a client that resolves a conflict and commits the same chunks
-   again (e.g. as a conflicted copy) does not upload them twice.
+   verifies the store's evidence of the upload (S3: and copies the object into place);
+   each one the store confirms becomes owned by the account (`chunks.record_uploads`) in
+   that same transaction, with the account locked, so two commits naming the same new
+   object are serialised (the second finds the ownership the first committed) and the GC,
+   which takes every account's lock, sees the object either unconfirmed or owned (gc.py).
+   Only after that transaction has committed is the evidence removed
+   (`store.discard_upload_evidence`, best effort): a transaction cut in between (database
+   restarted, instance killed) leaves the evidence for the client's retry, which then
+   confirms the same upload again instead of being refused `missing_chunks`. Evidence a
+   failed discard leaves behind is harmless (it proves an upload this account did make)
+   and the GC removes it after the grace period. Only a commit naming objects the account
+   does not own yet opens this transaction; on SQLite it holds the write lock while the
+   store answers (a local stat, or S3 round trips). Ownership recorded here survives even
+   if step 2 then refuses the commit, so a client that resolves a conflict and commits the
+   same chunks again (e.g. as a conflicted copy) does not upload them twice.
 2. `commit` — one write transaction: lock the namespace, check `base_revision` against the
    head, require every object to be owned *now* (else `MissingChunks`, invariant 6), check
    quota, then insert the revision and its `revision_chunk` rows, bump refcounts, move the
@@ -83,11 +90,13 @@ def confirm_uploads(
         unowned = chunks.unowned(conn, who.account_id, [r.object for r in new.chunks])
     if not unowned:
         return
+    from_store: list[ObjectName] = []
     with db.write() as conn:
-        # The store's evidence of an upload is consumed by `finish_upload`, so consuming it
-        # and recording the ownership must be one step per account: otherwise a concurrent
-        # commit naming the same object finds the evidence gone but the ownership not yet
-        # committed, and is refused `missing_chunks` for an object that was uploaded.
+        # Confirming and recording the ownership is one step per account (the account row
+        # locked): a concurrent commit naming the same object waits, then finds the
+        # ownership; the GC, which takes every account's lock, either deletes the object
+        # before (the confirmation then finds it gone, or on S3 copies it back from the
+        # evidence) or sees it owned after (module docstring, gc.py).
         _lock_account(conn, who)
         # Chunks held since an earlier (maybe interrupted) upload: the store confirmed them
         # then, so the hold is the evidence now.
@@ -98,8 +107,11 @@ def confirm_uploads(
             stored_size = store.finish_upload(ref.object, who.account_id)
             if stored_size is not None:
                 confirmed.append((ref, stored_size))
+                from_store.append(ref.object)
         if confirmed:
             chunks.record_uploads(conn, who.account_id, confirmed)
+    # Committed: the ownership is the proof now, so the store's evidence may go.
+    chunks.discard_evidence(store, who.account_id, from_store)
 
 
 def _lock_account(conn: Connection, who: Principal) -> None:

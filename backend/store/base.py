@@ -9,6 +9,16 @@ verifies that on upload (DESIGN.md invariant 3), so an object can be written onc
 changed by anyone. `finish_upload` is keyed by account: it confirms only an upload made
 with a URL signed for that account, which is how ownership (invariant 5) is proven without
 revealing whether another account stored the same object.
+
+The store keeps *evidence* of each account's upload (local: a marker file; S3: the
+account's staging key) until the backend has durably recorded what it proves. Confirming
+(`finish_upload`) never consumes it: the caller records ownership (or a hold) in a
+database transaction and only after that transaction has committed removes the evidence
+(`discard_upload_evidence`). A transaction cut in between (database restarted, instance
+killed) thus leaves the evidence for the client's retry instead of losing the upload.
+Evidence left behind (a failed discard, a process killed after the commit) is harmless:
+it only ever lets its own account confirm bytes it did upload, and garbage collection
+removes it once it is older than the grace period (`list_upload_evidence`).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ __all__ = [
     "PresignedRequest",
     "StoreError",
     "StoredObject",
+    "UploadEvidence",
 ]
 
 
@@ -40,6 +51,21 @@ class StoredObject:
 
     name: str
     size: int
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UploadEvidence:
+    """A store's record that `account_id` uploaded `object` (garbage collection).
+
+    Attributes:
+        modified: aware UTC time of the latest upload it records: evidence older than the
+            GC grace period belongs to an upload whose commit can no longer come (the grace
+            outlives any URL plus the time to commit), so it may be discarded.
+    """
+
+    object: str
+    account_id: str
     modified: datetime
 
 
@@ -78,11 +104,26 @@ class BlockStore(Protocol):
     def finish_upload(self, object: str, account_id: str) -> int | None:
         """Confirm that `account_id` uploaded `object` and that it is durably stored.
 
-        Returns the object's stored size, or None if no such upload by this account is
-        pending. Consumes the pending upload (a second call returns None), so the caller
-        must record the ownership it proves. May block on network I/O: never call it
-        inside a database transaction.
+        Returns the object's stored size, or None if the store holds no evidence of such an
+        upload by this account (or the object itself is gone). Does not consume the
+        evidence: a repeated call answers the same until `discard_upload_evidence`, so a
+        caller whose transaction recording the ownership is cut can simply try again.
+        Idempotent (S3: the copy into place happens at most once per object name). May
+        block on network I/O.
         """
+        ...
+
+    def discard_upload_evidence(self, object: str, account_id: str) -> None:
+        """Remove the evidence `finish_upload` checks, once what it proves is recorded.
+
+        Call only after the transaction recording the ownership (or hold) has committed.
+        Idempotent (absent evidence is ignored); a failure only leaves the evidence for
+        garbage collection, so callers treat it as best effort.
+        """
+        ...
+
+    def list_upload_evidence(self) -> Iterator[UploadEvidence]:
+        """Every upload evidence the store keeps, in no particular order (GC)."""
         ...
 
     def exists(self, object: str) -> bool: ...

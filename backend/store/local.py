@@ -4,17 +4,24 @@ Layout under `root` (`DATA/blocks/`):
 
     objects/ab/abcdef…   one file per object, named by the SHA-256 of its bytes
     uploads/<account>/<object>
-                         empty marker: this account PUT this object and it is durable;
-                         `finish_upload` consumes it at commit time (ownership proof)
+                         empty marker: this account PUT this object and it is durable
+                         (the upload evidence, store/base.py); `finish_upload` checks it
+                         and the object, `discard_upload_evidence` unlinks it once the
+                         ownership it proves is committed; its mtime is the latest PUT
     tmp/                 bodies being received; anything left here after a crash is junk
 
 The backend serves `PUT|GET /api/v1/blocks/{object}?acct=&exp=&sig=` (see
 `backend.api.routes.blocks`) with the same contract as S3 presigned URLs: a PUT body is
 streamed to `tmp/` while hashed, refused unless it hashes to the object name, fsynced, then
 hard-linked into place (a link never overwrites, so an existing object is never touched)
-and the directory fsynced, before the marker is written and 2xx is answered. Every PUT does
-the full work even when the object exists, so neither the answer nor its timing tells an
-account whether somebody else stored that object.
+and the directory fsynced, before the marker is written (or, if it exists, its mtime
+renewed, so that GC never takes a fresh upload's marker for a stale one) and 2xx is
+answered. Every PUT does the full work even when the object exists, so neither the answer
+nor its timing tells an account whether somebody else stored that object.
+
+A marker outlives its object when the GC deletes the object (the GC does not look at
+markers of objects it deletes; stale ones go by age), so `finish_upload` confirms only
+when the object file is there too.
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ from typing import ClassVar
 from urllib.parse import urlencode
 
 from backend.durable import fsync_dir, makedirs_durably
-from backend.store.base import ChecksumMismatch, PresignedRequest, StoredObject, StoreError
+from backend.store.base import (
+    ChecksumMismatch,
+    PresignedRequest,
+    StoredObject,
+    StoreError,
+    UploadEvidence,
+)
 from backend.store.signing import UrlSigner
 from backend.telemetry import timed_store_operation
 
@@ -90,15 +103,33 @@ class LocalBlockStore:
 
     @timed_store_operation("finish_upload")
     def finish_upload(self, object: str, account_id: str) -> int | None:
-        marker = self.marker_path(object, account_id)
-        try:
-            marker.unlink()
-        except FileNotFoundError:
+        if not self.marker_path(object, account_id).is_file():
             return None
         try:
             return self.object_path(object).stat().st_size
         except FileNotFoundError:
             return None
+
+    @timed_store_operation("discard_upload_evidence")
+    def discard_upload_evidence(self, object: str, account_id: str) -> None:
+        # Not fsynced: a marker that comes back after a crash is stale evidence (GC).
+        self.marker_path(object, account_id).unlink(missing_ok=True)
+
+    def list_upload_evidence(self) -> Iterator[UploadEvidence]:
+        uploads = self.root / "uploads"
+        for account_dir in sorted(uploads.iterdir()):
+            try:
+                entries = os.scandir(account_dir)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat()
+                    except FileNotFoundError:  # discarded while we listed
+                        continue
+                    modified = datetime.fromtimestamp(info.st_mtime, UTC)
+                    yield UploadEvidence(entry.name, account_dir.name, modified)
 
     @timed_store_operation("exists")
     def exists(self, object: str) -> bool:
@@ -210,10 +241,13 @@ class Upload:
     def _mark(self) -> None:
         marker = self._store.marker_path(self._object, self._account_id)
         makedirs_durably(marker.parent)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            return  # already pending for this account; leave it untouched
+            # A repeated upload renews the time of a pending marker: the GC discards
+            # markers older than its grace, and must date this one from this upload.
+            os.utime(fd)
+        finally:
+            os.close(fd)
         fsync_dir(marker.parent)
 
     def abort(self) -> None:

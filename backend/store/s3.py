@@ -13,12 +13,21 @@ Keys under the bucket (and optional prefix):
   (returned in `headers`) and S3 refuses bytes that do not hash to it (invariant 3).
   Staging per account means one account's upload can never be credited to another.
 - `finish_upload` heads the staging key (checking the checksum S3 recorded, or hashing the
-  bytes itself when the service does not record checksums), copies it server-side to
-  `objects/<object>` unless that exists, and deletes the staging key.
+  bytes itself when the service does not record checksums) and copies it server-side to
+  `objects/<object>` unless that exists. It leaves the staging key, the upload evidence
+  (store/base.py), in place, so a confirmation whose database transaction is cut can be
+  repeated; `discard_upload_evidence` deletes it once the ownership is committed.
 - `presign_get` signs a GET of `objects/<object>`.
+- `list_upload_evidence` lists the staging keys with their `LastModified` (a new PUT of the
+  same key renews it), so the GC deletes those older than its grace: an upload never
+  confirmed, or one whose evidence the backend could not delete.
 
 Two accounts confirming the same object at the same moment may both copy it; the bytes are
-identical (same name, verified), so the second copy changes nothing observable.
+identical (same name, verified), so the second copy changes nothing observable. The same
+holds for a confirmation repeated after a cut, and for one that runs after the GC deleted
+the object: the copy puts the verified bytes back under their name. A staging key deleted
+between the head and the copy (the GC discarding it as stale) answers None, as if it had
+never been there.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from backend.store.base import PresignedRequest, StoredObject
+from backend.store.base import PresignedRequest, StoredObject, UploadEvidence
 from backend.store.sigv4 import SigV4Presigner
 from backend.telemetry import timed_store_operation
 
@@ -193,13 +202,33 @@ class S3BlockStore:
             self._client.delete_object(Bucket=bucket, Key=staging)
             return None
         if not self.exists(object):
-            self._client.copy_object(
-                Bucket=bucket,
-                Key=self._object_key(object),
-                CopySource={"Bucket": bucket, "Key": staging},
-            )
-        self._client.delete_object(Bucket=bucket, Key=staging)
+            try:
+                self._client.copy_object(
+                    Bucket=bucket,
+                    Key=self._object_key(object),
+                    CopySource={"Bucket": bucket, "Key": staging},
+                )
+            except ClientError as error:
+                if _is_not_found(error):  # discarded since the head (stale, by the GC)
+                    return None
+                raise
         return int(head["ContentLength"])
+
+    @timed_store_operation("discard_upload_evidence")
+    def discard_upload_evidence(self, object: str, account_id: str) -> None:
+        self._client.delete_object(
+            Bucket=self._location.bucket, Key=self._staging_key(object, account_id)
+        )
+
+    def list_upload_evidence(self) -> Iterator[UploadEvidence]:
+        prefix = f"{self._location.prefix}uploads/"
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self._location.bucket, Prefix=prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                account_id, _, object = item["Key"][len(prefix) :].partition("/")
+                yield UploadEvidence(object, account_id, item["LastModified"].astimezone(UTC))
 
     def _hashes_to(self, key: str, object: str) -> bool:
         """Download `key` and check its SHA-256 (for stores that record no checksum)."""

@@ -198,12 +198,6 @@ class Load:
         assert seqs == list(range(1, len(seqs) + 1))
 
 
-@pytest.mark.xfail(
-    reason="known backend defect (docs/backend.md, Left for later): an upload confirmation "
-    "cut by the restart has consumed the S3 evidence, so a commit answers missing_chunks "
-    "and the chunk must be sent again; timing-dependent, so not strict",
-    strict=False,
-)
 def test_restarting_postgresql_under_load_loses_nothing_acknowledged(
     cluster_exclusive: Cluster, devices: Devices
 ) -> None:
