@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import secrets
 import time
@@ -178,7 +179,9 @@ class LocalBlockStore:
         return self.root / "uploads" / account_id / object
 
     def _presign(self, method: str, object: str, account: str) -> PresignedRequest:
-        expires = int(self.clock()) + self.ttl
+        # Rounded up: a URL is valid for at least `ttl` seconds (rounding down left a
+        # 1-second URL as little as a few milliseconds, and a client's PUT was refused).
+        expires = math.ceil(self.clock()) + self.ttl
         query = {"exp": str(expires), "sig": self.signer.sign(method, object, account, expires)}
         if account:
             query = {"acct": account, **query}
