@@ -119,18 +119,9 @@ class LocalBlockStore:
     def list_upload_evidence(self) -> Iterator[UploadEvidence]:
         uploads = self.root / "uploads"
         for account_dir in sorted(uploads.iterdir()):
-            try:
-                entries = os.scandir(account_dir)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with entries:
-                for entry in entries:
-                    try:
-                        info = entry.stat()
-                    except FileNotFoundError:  # discarded while we listed
-                        continue
-                    modified = datetime.fromtimestamp(info.st_mtime, UTC)
-                    yield UploadEvidence(entry.name, account_dir.name, modified)
+            for name, info in _scan(account_dir):
+                modified = datetime.fromtimestamp(info.st_mtime, UTC)
+                yield UploadEvidence(name, account_dir.name, modified)
 
     @timed_store_operation("exists")
     def exists(self, object: str) -> bool:
@@ -147,14 +138,9 @@ class LocalBlockStore:
 
     def list_objects(self) -> Iterator[StoredObject]:
         for prefix in sorted((self.root / "objects").iterdir()):
-            with os.scandir(prefix) as entries:
-                for entry in entries:
-                    try:
-                        info = entry.stat()
-                    except FileNotFoundError:  # deleted while we listed
-                        continue
-                    modified = datetime.fromtimestamp(info.st_mtime, UTC)
-                    yield StoredObject(entry.name, info.st_size, modified)
+            for name, info in _scan(prefix):
+                modified = datetime.fromtimestamp(info.st_mtime, UTC)
+                yield StoredObject(name, info.st_size, modified)
 
     @timed_store_operation("read_object")
     def read_object(self, object: str) -> bytes | None:
@@ -258,3 +244,18 @@ class Upload:
             os.close(self._fd)
             self._fd = None
         self._tmp.unlink(missing_ok=True)
+
+
+def _scan(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """The files of `folder` with their stat; what goes while we list (a discard, a GC) is
+    skipped, and so is a folder that is gone or is not one."""
+    try:
+        entries = os.scandir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with entries:
+        for entry in entries:
+            try:
+                yield entry.name, entry.stat()
+            except FileNotFoundError:
+                continue

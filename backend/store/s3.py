@@ -51,6 +51,7 @@ from backend.telemetry import timed_store_operation
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectTypeDef
 
 __all__ = ["S3BlockStore", "S3Location"]
 
@@ -222,13 +223,9 @@ class S3BlockStore:
 
     def list_upload_evidence(self) -> Iterator[UploadEvidence]:
         prefix = f"{self._location.prefix}uploads/"
-        pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self._location.bucket, Prefix=prefix
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                account_id, _, object = item["Key"][len(prefix) :].partition("/")
-                yield UploadEvidence(object, account_id, item["LastModified"].astimezone(UTC))
+        for item in self._listing(prefix):
+            account_id, _, object = item["Key"][len(prefix) :].partition("/")
+            yield UploadEvidence(object, account_id, item["LastModified"].astimezone(UTC))
 
     def _hashes_to(self, key: str, object: str) -> bool:
         """Download `key` and check its SHA-256 (for stores that record no checksum)."""
@@ -254,24 +251,24 @@ class S3BlockStore:
 
     def iter_objects(self) -> Iterator[str]:
         prefix = f"{self._location.prefix}objects/"
-        pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self._location.bucket, Prefix=prefix
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                yield item["Key"][len(prefix) :]
+        for item in self._listing(prefix):
+            yield item["Key"][len(prefix) :]
 
     def list_objects(self) -> Iterator[StoredObject]:
         prefix = f"{self._location.prefix}objects/"
+        for item in self._listing(prefix):
+            modified = item["LastModified"]
+            yield StoredObject(
+                item["Key"][len(prefix) :], int(item["Size"]), modified.astimezone(UTC)
+            )
+
+    def _listing(self, prefix: str) -> Iterator[ObjectTypeDef]:
+        """Every key under `prefix`, page after page (ListObjectsV2 items)."""
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self._location.bucket, Prefix=prefix
         )
         for page in pages:
-            for item in page.get("Contents", []):
-                modified = item["LastModified"]
-                yield StoredObject(
-                    item["Key"][len(prefix) :], int(item["Size"]), modified.astimezone(UTC)
-                )
+            yield from page.get("Contents", [])
 
     @timed_store_operation("read_object")
     def read_object(self, object: str) -> bytes | None:
