@@ -57,9 +57,15 @@ def iso_from_ns(value: str | None) -> str | None:
 
 
 def pending_from_db(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    """(dirty files, their bytes, queued namespace changes)."""
+    """(dirty files, their bytes, queued namespace changes).
+
+    Only linked files count, as in the commit queue (`nodes.dirty_files`): a file deleted
+    while still open keeps a dirty row until the kernel forgets it, but nothing of it will
+    ever be sent, and counting it kept `mountfs sync` waiting for it until its timeout.
+    """
     files, size = conn.execute(
-        "SELECT count(*), coalesce(sum(size), 0) FROM nodes WHERE dirty = 1"
+        "SELECT count(*), coalesce(sum(size), 0) FROM nodes "
+        "WHERE dirty = 1 AND parent_ino IS NOT NULL"
     ).fetchone()
     changes = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
     return int(files), int(size), int(changes)

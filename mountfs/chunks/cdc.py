@@ -2,10 +2,13 @@
 
 Where a chunk ends depends only on the bytes around the cut, not on the offset, so an insert
 near the start of a file moves one or two boundaries and every later chunk is unchanged (and
-deduplicates). The parameters below are part of the storage format: changing any of them, or
-the gear table (pyfastcdc seed 0) or the normalisation level, changes every boundary, which
-costs a full re-upload of every file that is edited afterwards. `tests/unit/chunks/vectors.json`
-pins them.
+deduplicates). The parameters below are part of the storage format: a writer that cuts
+differently loses dedup against what is already stored, so `tests/unit/chunks/vectors.json`
+pins them. Reading never depends on them (a manifest lists every chunk's offset and size,
+per revision), and editing a file cut with other parameters costs little: `rechunk` cuts with
+the current ones from the edit until a new boundary meets an old one, which happens within a
+few MiB (measured for v1 → v2: 2-3 MiB for a 4 KiB edit of a 100 MiB file), and keeps the
+rest of the old chunks.
 
 Three entry points:
 - `cut(buf)`: the spans of an in-memory buffer.
@@ -29,7 +32,7 @@ import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, NamedTuple
+from typing import BinaryIO, Final, Literal, NamedTuple
 
 from pyfastcdc import FastCDC
 
@@ -39,12 +42,14 @@ __all__ = [
     "AVG_CHUNK_SIZE",
     "DEFAULT_PARAMS",
     "MAX_CHUNK_SIZE",
+    "MAX_STORED_CHUNK_SIZE",
     "MIN_CHUNK_SIZE",
     "NORMALIZATION_LEVEL",
     "CdcParams",
     "Edit",
     "Rechunked",
     "Span",
+    "V1_PARAMS",
     "cut",
     "iter_chunks",
     "iter_file_chunks",
@@ -55,17 +60,25 @@ KiB = 1024
 MiB = 1024 * KiB
 
 MIN_CHUNK_SIZE = 256 * KiB
-"""No chunk is smaller, except the last one of a file."""
+"""No chunk is smaller, except the last one of a file. Not below 256 KiB: the backend allows
+one ref per 256 KiB of file (`backend.services.validation.max_refs`)."""
 
-AVG_CHUNK_SIZE = 1 * MiB
-"""FastCDC's target. Cut-point skipping makes the real mean larger: 1.22 MiB measured on
-random data (median 1.14 MiB); see docs/chunk-format.md for the measurements."""
+AVG_CHUNK_SIZE = 512 * KiB
+"""FastCDC's target. Cut-point skipping makes the real mean larger: 0.61 MiB measured on
+random data; see docs/chunk-format.md for the measurements that chose it (boundaries v2;
+v1 was 256 KiB / 1 MiB / 4 MiB at level 1)."""
 
-MAX_CHUNK_SIZE = 4 * MiB
-"""No chunk is larger; also the bound on decompressed output (`mountfs.chunks.compress`)."""
+MAX_CHUNK_SIZE = 2 * MiB
+"""No chunk this client cuts is larger."""
 
-NORMALIZATION_LEVEL: Final = 1
-"""FastCDC normalised-chunking level (NC): 1 narrows the size spread at no dedup cost."""
+MAX_STORED_CHUNK_SIZE = 4 * MiB
+"""The largest chunk any version of the boundaries wrote (v1's maximum): what a reader
+accepts, and the bound on decompressed output (`mountfs.chunks.compress`). Files written
+with v1 keep their boundaries in their manifests and must stay readable."""
+
+NORMALIZATION_LEVEL: Final[Literal[0, 1, 2, 3]] = 2
+"""FastCDC normalised-chunking level (NC): 2 narrows the size spread, so the chunk that holds a
+random byte (what a small edit moves) is nearer the mean (v1 used 1)."""
 
 
 class Span(NamedTuple):
@@ -95,6 +108,7 @@ class CdcParams:
     min_size: int
     avg_size: int
     max_size: int
+    normalization: Literal[0, 1, 2, 3] = NORMALIZATION_LEVEL
 
     def __post_init__(self) -> None:
         self.fastcdc()  # validates
@@ -105,11 +119,16 @@ class CdcParams:
             self.avg_size,
             min_size=self.min_size,
             max_size=self.max_size,
-            normalized_chunking=NORMALIZATION_LEVEL,
+            normalized_chunking=self.normalization,
         )
 
 
 DEFAULT_PARAMS = CdcParams(MIN_CHUNK_SIZE, AVG_CHUNK_SIZE, MAX_CHUNK_SIZE)
+"""Boundaries v2: what this client cuts."""
+
+V1_PARAMS = CdcParams(256 * KiB, 1 * MiB, 4 * MiB, 1)
+"""Boundaries v1, cut by clients before v2: their files keep these boundaries until edited
+(for tests and measurements; nothing cuts with them any more)."""
 
 
 def cut(buf: Buffer, params: CdcParams = DEFAULT_PARAMS) -> list[Span]:
@@ -218,7 +237,10 @@ def rechunk(
         source: the new content, as a buffer or a seekable binary file (positioned anywhere;
             it is seeked).
         edit: what changed between old and new.
-        params: must be the ones that produced `old_spans`.
+        params: the ones to cut with. If they produced `old_spans`, the result equals
+            `cut(new_content)`; if not (a file cut with the v1 parameters), it is still a
+            valid cut: new chunks from the edit to the first boundary the two cuts share,
+            the old chunks elsewhere.
 
     Raises:
         ValueError: `old_spans` is not contiguous from 0, or the edit does not fit the old

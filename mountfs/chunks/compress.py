@@ -26,7 +26,7 @@ import threading
 
 import zstandard
 
-from mountfs.chunks.cdc import MAX_CHUNK_SIZE
+from mountfs.chunks.cdc import MAX_STORED_CHUNK_SIZE
 from mountfs.errors import CorruptChunk
 from mountfs.types import Buffer
 
@@ -76,7 +76,7 @@ def frame(data: Buffer) -> bytes:
     return _RAW_TAG + data
 
 
-def unframe(payload: Buffer, max_size: int = MAX_CHUNK_SIZE) -> bytes:
+def unframe(payload: Buffer, max_size: int = MAX_STORED_CHUNK_SIZE) -> bytes:
     """The plaintext in a framed payload, refusing to produce more than `max_size` bytes.
 
     Raises:

@@ -26,7 +26,7 @@ from typing import final
 import trio
 
 from mountfs.chunks import compress, crypto
-from mountfs.chunks.cdc import MAX_CHUNK_SIZE
+from mountfs.chunks.cdc import MAX_STORED_CHUNK_SIZE
 from mountfs.errors import CorruptChunk, StaleChunk
 from mountfs.types import Buffer, ChunkHash, ChunkRef, ObjectName
 
@@ -118,7 +118,9 @@ def open_chunk(ciphertext: Buffer, key: bytes, ref: ChunkRef) -> bytes:
     if actual_name != ref.object:
         raise CorruptChunk(f"object {ref.object}: content hashes to {actual_name}")
     try:
-        plaintext = compress.unframe(crypto.open(key, ciphertext), min(ref.size, MAX_CHUNK_SIZE))
+        plaintext = compress.unframe(
+            crypto.open(key, ciphertext), min(ref.size, MAX_STORED_CHUNK_SIZE)
+        )
     except CorruptChunk as exc:
         raise CorruptChunk(f"object {ref.object}: {exc}") from exc
     if len(plaintext) != ref.size:

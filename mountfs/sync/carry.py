@@ -30,8 +30,10 @@ from dataclasses import dataclass
 import trio
 
 from mountfs.cache.block_cache import BlockCache
-from mountfs.state import nodes
+from mountfs.state import extents, nodes
 from mountfs.state.db import StateDb
+from mountfs.state.schema import EXTENT_PRESENT
+from mountfs.sync import manifests
 from mountfs.sync.fetch import Fetcher
 from mountfs.types import ChunkRef, InodeNo
 
@@ -90,13 +92,95 @@ class Carrier:
         self._submitted = 0
         self._finished = 0
         self._progress = trio.Event()
+        self._pending: dict[InodeNo, list[tuple[InodeNo, dict[int, tuple[int, ChunkRef]]]]] = {}
+        """dst → (src, chunk offset in dst → (offset in src, ref)) of each unfinished carry."""
         self.carried_bytes = 0
+        fetcher.use_local(self)
 
     def submit(self, carry: Carry) -> None:
-        """Queue a carry (trio thread; never blocks). Holds the source at once."""
+        """Queue a carry (trio thread; never blocks). Holds the source at once.
+
+        Chained carries: when edits arrive faster than carries finish, `src` is itself still
+        being filled by an earlier carry, and the applier planned this one from the chunks
+        `src` had *so far*. The chunks that earlier carry will bring into `src` are added
+        here (carries run in order, so they are in `src` when this one runs); without this
+        every quick succession of edits would leave fewer chunks cached, to be downloaded.
+        """
         self._hold(carry.src)
+        pieces = {ref.offset: (src_offset, ref) for src_offset, ref in carry.pieces}
+        incoming = {
+            ref.hash: dst_offset
+            for _, earlier in self._pending.get(carry.src, ())
+            for dst_offset, (_, ref) in earlier.items()
+        }
+        if incoming:
+            have = {ref.hash for _, ref in carry.pieces}
+            chained = tuple(
+                (incoming[ref.hash], ref)
+                for ref, _ in manifests.load(self._db.conn, carry.dst)
+                if ref.hash in incoming and ref.hash not in have
+            )
+            for piece in chained:
+                pieces[piece[1].offset] = piece
+            carry = Carry(carry.src, carry.dst, carry.pieces + chained)
+        self._pending.setdefault(carry.dst, []).append((carry.src, pieces))
         self._send.send_nowait(carry)
         self._submitted += 1
+
+    async def supply(self, ino: InodeNo, ref: ChunkRef) -> bool:
+        """Copy the chunk `ref` of `ino` now if an unfinished carry into `ino` has it.
+
+        The fetcher asks before it downloads: a read right after a remote edit would
+        otherwise download chunks the carry is about to copy (the carry of a 100 MiB file
+        takes a few hundred ms). The source is held until its carry is over, and the file
+        is opened here before the first await, so it cannot be purged under the read. A
+        chained piece not yet in its source is first supplied to the source the same way.
+        """
+        for src, pieces in list(self._pending.get(ino, ())):
+            found = pieces.get(ref.offset)
+            if found is None or found[1] != ref:
+                continue
+            src_offset = found[0]
+            if not self._cached(src, src_offset, ref.size):
+                earlier = self._incoming(src, src_offset, ref)
+                if earlier is None or not await self.supply(src, earlier):
+                    continue
+            try:
+                fd = os.open(self._cache.path(src), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                data = await trio.to_thread.run_sync(os.pread, fd, ref.size, src_offset)
+            finally:
+                os.close(fd)
+            if (
+                len(data) != ref.size
+                or not self._cached(src, src_offset, ref.size)
+                or not _still_maps(self._db, ino, ref)
+            ):
+                continue
+            self._fetcher.store(ino, ref, data)  # no await since the check
+            self.carried_bytes += ref.size
+            return True
+        return False
+
+    def _incoming(self, ino: InodeNo, offset: int, like: ChunkRef) -> ChunkRef | None:
+        """The ref at `offset` of `ino` that an unfinished carry into `ino` brings, if it
+        holds the same bytes as `like`."""
+        for _, pieces in self._pending.get(ino, ()):
+            found = pieces.get(offset)
+            if found is not None and found[1].hash == like.hash and found[1].size == like.size:
+                return found[1]
+        return None
+
+    def _cached(self, ino: InodeNo, offset: int, size: int) -> bool:
+        """True if bytes [offset, offset + size) of `ino`'s cache file are its content (a
+        hole of a sparse cache file reads as zeros, which must never be carried)."""
+        conn = self._db.conn
+        row = conn.execute("SELECT complete FROM nodes WHERE ino = ?", (ino,)).fetchone()
+        if row is None:
+            return False
+        return bool(row[0]) or not extents.gaps(conn, ino, EXTENT_PRESENT, offset, offset + size)
 
     async def drained(self) -> None:
         """Return once every carry submitted before this call is over."""
@@ -113,11 +197,19 @@ class Carrier:
             except Exception:
                 log.exception("carrying cached bytes from inode %d failed", carry.src)
             finally:
+                self._finish(carry)
                 self._release(carry.src)
                 self._finished += 1
                 self._progress.set()
                 self._progress = trio.Event()
             self._on_done(carry.dst)
+
+    def _finish(self, carry: Carry) -> None:
+        """Forget the carry's pieces: from now on its source may be purged."""
+        pending = self._pending.get(carry.dst, [])
+        pending[:] = [p for p in pending if p[0] != carry.src]
+        if not pending:
+            self._pending.pop(carry.dst, None)
 
     async def _copy(self, carry: Carry) -> None:
         try:
@@ -128,11 +220,17 @@ class Carrier:
         self._cache.pin(carry.dst)
         try:
             for src_offset, ref in carry.pieces:
+                if not self._cached(carry.src, src_offset, ref.size):
+                    continue  # a chained piece its earlier carry could not bring
                 data = await trio.to_thread.run_sync(
                     os.pread, fd, ref.size, src_offset, limiter=self._limiter
                 )
-                if len(data) != ref.size or not _still_maps(self._db, carry.dst, ref):
-                    continue  # a short cache file, or `dst` has newer content meanwhile
+                if (
+                    len(data) != ref.size
+                    or not self._cached(carry.src, src_offset, ref.size)
+                    or not _still_maps(self._db, carry.dst, ref)
+                ):
+                    continue  # evicted meanwhile, or `dst` has newer content
                 self._fetcher.store(carry.dst, ref, data)  # no await since the check
                 copied += ref.size
         finally:

@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import sqlite3
+from typing import Protocol
 
 import trio
 
@@ -45,8 +46,21 @@ FETCH_RETRY = RetryPolicy(attempts=4, base=0.2, cap=2.0)
 """Reads wait on the network: a few quick retries, then the caller gets an error (EIO)."""
 
 
+class LocalChunks(Protocol):
+    """Somewhere a chunk may already be on this machine (`mountfs.sync.carry.Carrier`)."""
+
+    async def supply(self, ino: InodeNo, ref: ChunkRef) -> bool:
+        """Put `ref`'s bytes into `ino`'s cache file from local data; False if it has none."""
+        ...
+
+
 class Fetcher:
     """Fills cache files from the block store on demand.
+
+    A chunk that a pending carry will copy from the file's previous inode (its bytes are
+    cached here already) is taken from there instead of being downloaded: a read that
+    comes right after a remote edit, before the carry got to that chunk, would otherwise
+    download bytes this device has (`use_local`).
 
     Attributes:
         downloaded_bytes: ciphertext bytes fetched since start (for status and benchmarks).
@@ -70,10 +84,15 @@ class Fetcher:
         self._limiter = trio.CapacityLimiter(parallel)
         self._in_flight: dict[tuple[int, int], trio.Event] = {}
         self.downloaded_bytes = 0
+        self._local: LocalChunks | None = None
         self._next_read: dict[int, int] = {}
         self._down = transfers.down if transfers is not None else None
         """The download bandwidth limit (`--bwlimit`); reads are never paused (see
         `mountfs.sync.transfers`)."""
+
+    def use_local(self, local: LocalChunks) -> None:
+        """Ask `local` for each chunk before downloading it (the `Carrier` registers itself)."""
+        self._local = local
 
     async def ensure_present(self, ino: InodeNo, start: int, end: int) -> None:
         """Return once every byte of [start, end) that the head revision has is cached.
@@ -125,6 +144,11 @@ class Fetcher:
             self._in_flight[(ino, offset)] = event
         self._cache.pin(ino)  # nothing fetched may be evicted before it is recorded
         try:
+            if self._local is not None:
+                wanted = [(r, k) for r, k in wanted if not await self._local.supply(ino, r)]
+                if not wanted:
+                    return
+            log.debug("inode %d: downloading %s", ino, [(r.offset, r.size) for r, _ in wanted])
             objects = sorted({ref.object for ref, _ in wanted})
             urls = await with_retry(lambda: self._api.read_urls(objects), FETCH_RETRY, "read-urls")
             by_object = {u.object: u for u in urls}

@@ -26,12 +26,13 @@ from __future__ import annotations
 import hmac
 import random
 import secrets
+import statistics
 import sysconfig
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .harness import (
     Benchmark,
@@ -46,7 +47,7 @@ from .harness import (
 )
 
 if TYPE_CHECKING:
-    from mountfs.chunks.cdc import Span
+    from mountfs.chunks.cdc import CdcParams, Edit, Span
     from mountfs.chunks.pipeline import ChunkPipeline
 
 __all__ = ["SUITE"]
@@ -220,6 +221,11 @@ def run(report: Report, options: Options, selected: tuple[str, ...]) -> None:
         return
     from mountfs.chunks.pipeline import default_thread_count
 
+    if "chunks.params" in selected:
+        run_params(report, options)
+    selected = tuple(name for name in selected if name != "chunks.params")
+    if not selected:
+        return
     size = QUICK_BYTES if options.quick else FULL_BYTES
     report.progress(f"generating {size / MiB:,.0f} MiB of mixed data")
     data, secret = mixed_data(size), secrets.token_bytes(32)
@@ -243,8 +249,230 @@ def _record(table: Table, column: str, samples: list[tuple[str, Sample]]) -> Non
         table.add(name, column, sample)
 
 
+# --- chunks.params: what the chunk size costs and saves -------------------------------------
+
+PARAMS_FILE = 100 * MiB
+PARAMS_EDITS, QUICK_PARAMS_EDITS = 400, 100
+TAR_BYTES, QUICK_TAR_BYTES = 128 * MiB, 32 * MiB
+INSERT_FILES = 400
+REF_JSON_BYTES_PER_GIB = Metric("manifest JSON per GiB of file", "KB", False)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One set of FastCDC parameters to compare (the column label says which)."""
+
+    label: str
+    min_kib: int
+    avg_kib: int
+    max_kib: int
+    normalization: Literal[0, 1, 2, 3]
+
+    def params(self) -> CdcParams:
+        from mountfs.chunks.cdc import CdcParams
+
+        kib = 1024
+        return CdcParams(
+            self.min_kib * kib, self.avg_kib * kib, self.max_kib * kib, self.normalization
+        )
+
+
+CANDIDATES = (
+    Candidate("256K/1M/4M nc1 (v1)", 256, 1024, 4096, 1),
+    Candidate("256K/512K/2M nc1", 256, 512, 2048, 1),
+    Candidate("256K/512K/1M nc2", 256, 512, 1024, 2),
+    Candidate("256K/512K/2M nc2", 256, 512, 2048, 2),
+    Candidate("256K/512K/4M nc2", 256, 512, 4096, 2),
+    Candidate("256K/256K/1M nc2", 256, 256, 1024, 2),
+)
+
+PARAM_METRICS = {
+    "cut": Metric("CDC cut speed (1 thread)", "MB/s", True),
+    "mean": Metric("mean chunk", "KiB", True),
+    "per_gib": Metric("chunks per GiB (refs, PUTs, GETs)", "count", False),
+    "json": REF_JSON_BYTES_PER_GIB,
+    "edit_mean": Metric("4 KiB edit of 100 MiB, up + down, mean", "% of file", False),
+    "edit_p99": Metric("4 KiB edit, p99 over edits", "% of file", False),
+    "edit_max": Metric("4 KiB edit, worst edit", "% of file", False),
+    "insert": Metric("10 B inserted at the start of 100 MiB, up + down, mean", "% of file", False),
+    "scattered": Metric("100 scattered small edits: bytes to upload", "% of file", False),
+    "tar": Metric("tar of site-packages, 3 packages removed: upload", "MiB", False),
+}
+
+
+def _ref_json_bytes(spans: Sequence[Span]) -> int:
+    """The manifest's refs as a client sends them (offset, size, two hex digests, stored size)."""
+    import json
+
+    digest = "0" * 64
+    refs = [
+        {"offset": s.offset, "size": s.length, "hash": digest, "object": digest,
+         "stored_size": s.length + 29}
+        for s in spans
+    ]  # fmt: skip
+    return len(json.dumps(refs))
+
+
+def _fresh_bytes(old: list[Span], data: bytes | bytearray, edit: Edit, params: CdcParams) -> int:
+    from mountfs.chunks.cdc import rechunk
+
+    result = rechunk(old, memoryview(data), edit, params)
+    return sum(result.spans[i].length for i in result.fresh)
+
+
+def _tar_versions(limit: int) -> tuple[bytes, bytes] | None:
+    """A tar of this interpreter's site-packages (first `limit` bytes of files, sorted), and
+    the same tar without three packages from its middle: a backup after an uninstall."""
+    import io
+    import os
+    import tarfile
+
+    root = Path(sysconfig.get_paths()["purelib"])
+    packages = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith("info"))
+    if len(packages) < 10:
+        return None
+    files: list[Path] = []
+    total = 0
+    for package in packages:
+        for dirpath, _, names in sorted(os.walk(package)):
+            for name in sorted(names):
+                path = Path(dirpath, name)
+                if path.is_file() and not path.is_symlink():
+                    files.append(path)
+                    total += path.stat().st_size
+        if total >= limit:
+            break
+    used = sorted({f.relative_to(root).parts[0] for f in files})
+    removed = set(used[len(used) // 2 : len(used) // 2 + 3])
+
+    def tar(skip: set[str]) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for path in files:
+                if path.relative_to(root).parts[0] in skip:
+                    continue
+                info = archive.gettarinfo(str(path), str(path.relative_to(root)))
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                with open(path, "rb") as f:
+                    archive.addfile(info, f)
+        return out.getvalue()
+
+    return tar(set()), tar(removed)
+
+
+def _upload_after(old: bytes, new: bytes, params: CdcParams) -> int:
+    """Bytes of `new`'s chunks whose content `old` does not have (what dedup cannot save)."""
+    from mountfs.chunks.cdc import cut
+    from mountfs.chunks.pipeline import plain_hash
+
+    view_old, view_new = memoryview(old), memoryview(new)
+    have = {plain_hash(view_old[s.offset : s.end]) for s in cut(old, params)}
+    return sum(
+        s.length for s in cut(new, params) if plain_hash(view_new[s.offset : s.end]) not in have
+    )
+
+
+def measure_params(candidate: Candidate, quick: bool, tars: tuple[bytes, bytes] | None,
+                   mixed: bytes) -> dict[str, Sample]:  # fmt: skip
+    """Every figure of `chunks.params` for one candidate."""
+    from mountfs.chunks.cdc import Edit, cut, rechunk
+
+    params = candidate.params()
+    rng = random.Random(6)
+    data = bytearray(rng.randbytes(PARAMS_FILE))
+    with Stopwatch() as watch:
+        spans = cut(data, params)
+    seconds = watch.seconds
+    out: dict[str, Sample] = {}
+    size = len(data)
+    out["cut"] = Sample(PARAM_METRICS["cut"], size / seconds / 1e6, "100 MiB random")
+    mean = size / len(spans)
+    out["mean"] = Sample(PARAM_METRICS["mean"], mean / 1024, f"{len(spans)} chunks in 100 MiB")
+    per_gib = (1 << 30) / mean
+    out["per_gib"] = Sample(PARAM_METRICS["per_gib"], per_gib, "random data")
+    json_gib = _ref_json_bytes(spans) * (1 << 30) / size / 1000
+    out["json"] = Sample(PARAM_METRICS["json"], json_gib, "sent whole on each commit, and read")
+
+    # 4 KiB overwrites at random aligned offsets, applied one after another; each edit moves
+    # its fresh chunks twice (A uploads, B downloads: B carries every other chunk).
+    trials = QUICK_PARAMS_EDITS if quick else PARAMS_EDITS
+    per_edit: list[float] = []
+    current = spans
+    for _ in range(trials):
+        offset = rng.randrange(size // 4096) * 4096
+        data[offset : offset + 4096] = rng.randbytes(4096)
+        result = rechunk(
+            current, memoryview(data), Edit(offset, offset + 4096, offset + 4096), params
+        )
+        per_edit.append(200 * sum(result.spans[i].length for i in result.fresh) / size)
+        current = list(result.spans)
+    per_edit.sort()
+    note = f"{trials} edits"
+    out["edit_mean"] = Sample(PARAM_METRICS["edit_mean"], statistics.mean(per_edit), note)
+    p99 = per_edit[min(len(per_edit) - 1, round(0.99 * (len(per_edit) - 1)))]
+    out["edit_p99"] = Sample(PARAM_METRICS["edit_p99"], p99, note)
+    out["edit_max"] = Sample(PARAM_METRICS["edit_max"], per_edit[-1], note)
+
+    # 10 bytes inserted at the start: what moves is the file's first chunk (or two), so
+    # one file is one draw; many "files" are windows of the random data, each 8 MiB (more
+    # than v1's 4 MiB maximum) starting at another offset. Counted twice, in % of 100 MiB.
+    inserts: list[float] = []
+    window = 8 * MiB
+    for start in range(0, size - window, (size - window) // INSERT_FILES):
+        head = bytes(data[start : start + window])
+        fresh = _fresh_bytes(cut(head, params), b"0123456789" + head, Edit(0, 0, 10), params)
+        inserts.append(200 * fresh / size)
+    inserts.sort()
+    p99 = inserts[min(len(inserts) - 1, round(0.99 * (len(inserts) - 1)))]
+    over = sum(1 for value in inserts if value > 2) / len(inserts)
+    note = f"{len(inserts)} file starts: p99 {p99:.2f}%, {100 * over:.1f}% of them over 2%"
+    out["insert"] = Sample(PARAM_METRICS["insert"], statistics.mean(inserts), note)
+
+    # 100 scattered edits (inserts, deletes, overwrites of 1..100 bytes) of the mixed data.
+    edited = bytearray(mixed)
+    for _ in range(100):
+        at = rng.randrange(len(edited))
+        n = rng.randint(1, 100)
+        kind = rng.randrange(3)
+        if kind == 0:
+            edited[at:at] = rng.randbytes(n)
+        elif kind == 1:
+            del edited[at : at + n]
+        else:
+            edited[at : at + n] = rng.randbytes(n)
+    up = _upload_after(mixed, bytes(edited), params)
+    out["scattered"] = Sample(
+        PARAM_METRICS["scattered"], 100 * up / len(mixed), f"{len(mixed) // MiB} MiB mixed data"
+    )
+    if tars is not None:
+        up = _upload_after(tars[0], tars[1], params)
+        out["tar"] = Sample(PARAM_METRICS["tar"], up / MiB, f"{len(tars[0]) / MiB:,.0f} MiB tar")
+    return out
+
+
+def run_params(report: Report, options: Options) -> None:
+    table = report.table(
+        "chunks.params",
+        "Chunk size: bytes on the wire against chunk count (FastCDC min/avg/max, NC level)",
+        ColumnReference(CANDIDATES[0].label),
+    )
+    report.progress("building the site-packages tars")
+    tars = _tar_versions(QUICK_TAR_BYTES if options.quick else TAR_BYTES)
+    mixed = mixed_data(QUICK_BYTES if options.quick else 64 * MiB, seed=3)
+    for _ in range(options.runs):
+        for candidate in CANDIDATES:
+            samples = measure_params(candidate, options.quick, tars, mixed)
+            for sample in samples.values():
+                table.add("chunks.params", candidate.label, sample)
+            report.progress(f"{candidate.label}: " + ", ".join(
+                f"{s.metric.name} {s.value:,.2f}" for s in samples.values()))  # fmt: skip
+
+
 SUITE = Suite(
     name="chunks",
-    benchmarks=tuple(Benchmark(name, summary) for name, (_, summary) in STAGES.items()),
+    benchmarks=(
+        *(Benchmark(name, summary) for name, (_, summary) in STAGES.items()),
+        Benchmark("chunks.params", "candidate chunk sizes: wire bytes per edit, chunk count"),
+    ),
     run=run,
 )

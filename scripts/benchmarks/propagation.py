@@ -60,6 +60,7 @@ SMALL_P99 = Metric("small file, p99", "ms", False)
 EDIT_P50 = Metric("4 KiB edit in a big file, median", "ms", False)
 EDIT_P99 = Metric("4 KiB edit in a big file, p99", "ms", False)
 EDIT_BYTES = Metric("4 KiB edit: bytes on the wire, per edit", "% of file", False)
+EDIT_BYTES_MAX = Metric("4 KiB edit: bytes on the wire, worst trial", "% of file", False)
 INSERT_BYTES = Metric("10 B inserted at the start: bytes on the wire", "% of file", False)
 
 
@@ -204,12 +205,18 @@ def _big_file(a: Device, b: Device, size: int) -> Path:
 
 def _edit_trials(
     a: Device, b: Device, name: Path, size: int, trials: int
-) -> tuple[list[float], float]:
-    """Latencies (ms), and the bytes on the wire per edit."""
-    up0, _ = a.moved()
-    _, down0 = b.moved()
+) -> tuple[list[float], list[tuple[int, int]]]:
+    """Latencies (ms), and the bytes on the wire of each edit: (A's upload, B's download).
+
+    The counters are read after each trial, outside the timed part: when B reads the new
+    bytes, A has uploaded and committed and B has downloaded what its read needed, so the
+    difference between two trials is that edit's cost (anything late, such as B's read-ahead,
+    lands in the next trial; the last trial gets what remains after a final `sync`).
+    """
+    last = (a.moved()[0], b.moved()[1])
     latencies = []
-    for _ in range(trials):
+    wire: list[tuple[int, int]] = []
+    for n in range(trials):
         offset = random.randrange(size // EDIT) * EDIT
         data = os.urandom(EDIT)
         with open(a.mountpoint / name, "r+b") as f:
@@ -218,10 +225,12 @@ def _edit_trials(
         closed = time.perf_counter()
         seen = _wait(_reads(b.mountpoint / name, data, offset), f"edit at {offset} on B")
         latencies.append((seen - closed) * 1000)
-    a.sync()
-    up1, _ = a.moved()
-    _, down1 = b.moved()
-    return latencies, ((up1 - up0) + (down1 - down0)) / trials
+        if n == trials - 1:
+            a.sync()
+        moved = (a.moved()[0], b.moved()[1])
+        wire.append((moved[0] - last[0], moved[1] - last[1]))
+        last = moved
+    return latencies, wire
 
 
 def _insert(a: Device, b: Device, name: Path) -> tuple[int, int]:
@@ -292,12 +301,25 @@ def _small(table: Table, a: Device, b: Device, trials: int, run_index: int) -> N
 
 
 def _edit(table: Table, a: Device, b: Device, big: Path, size: int, trials: int) -> None:
-    latencies, per_edit = _edit_trials(a, b, big, size, trials)
+    latencies, moved = _edit_trials(a, b, big, size, trials)
+    wire = [float(up + down) for up, down in moved]
     note = f"{trials} trials, {size // MiB} MiB file"
     table.add("propagation.edit", COLUMN, Sample(EDIT_P50, statistics.median(latencies), note))
     table.add("propagation.edit", COLUMN, Sample(EDIT_P99, _percentile(latencies, 0.99), note))
-    wire = f"{per_edit / 1024:,.0f} KiB per edit (A up + B down), {size // MiB} MiB file"
-    table.add("propagation.edit", COLUMN, Sample(EDIT_BYTES, 100 * per_edit / size, wire))
+    per_edit = statistics.mean(wire)
+    spread = ", ".join(
+        f"{label} {100 * _percentile(wire, share) / size:.2f}%"
+        for label, share in (("median", 0.5), ("p90", 0.9), ("max", 1.0))
+    )
+    up = statistics.mean(u for u, _ in moved) / 1024
+    down = statistics.mean(d for _, d in moved) / 1024
+    mean = (
+        f"{per_edit / 1024:,.0f} KiB per edit (A up {up:,.0f} + B down {down:,.0f}), "
+        f"{size // MiB} MiB file"
+    )
+    table.add("propagation.edit", COLUMN, Sample(EDIT_BYTES, 100 * per_edit / size, mean))
+    worst = f"per trial: {spread}"
+    table.add("propagation.edit", COLUMN, Sample(EDIT_BYTES_MAX, 100 * max(wire) / size, worst))
 
 
 def _inserted(table: Table, a: Device, b: Device, big: Path, size: int) -> None:

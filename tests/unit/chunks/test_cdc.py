@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from mountfs.chunks.cdc import (
     DEFAULT_PARAMS,
     MAX_CHUNK_SIZE,
+    MAX_STORED_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
+    V1_PARAMS,
     CdcParams,
     Edit,
     Span,
@@ -83,11 +85,9 @@ def _assert_contiguous(spans: list[Span] | tuple[Span, ...], size: int) -> None:
 
 
 def test_default_sizes_are_the_documented_ones() -> None:
-    assert (DEFAULT_PARAMS.min_size, DEFAULT_PARAMS.avg_size, DEFAULT_PARAMS.max_size) == (
-        256 * 1024,
-        1 * MiB,
-        4 * MiB,
-    )
+    """Boundaries v2 (docs/chunk-format.md, section 1, has the measurements behind them)."""
+    assert CdcParams(256 * 1024, 512 * 1024, 2 * MiB, normalization=2) == DEFAULT_PARAMS
+    assert MAX_CHUNK_SIZE <= MAX_STORED_CHUNK_SIZE == V1_PARAMS.max_size
 
 
 def test_empty_input_has_no_chunks() -> None:
@@ -103,11 +103,12 @@ def test_spans_cover_input_within_size_limits(big: bytes, big_spans: list[Span])
     _assert_contiguous(big_spans, len(big))
     assert all(MIN_CHUNK_SIZE <= s.length <= MAX_CHUNK_SIZE for s in big_spans[:-1])
     mean = len(big) / len(big_spans)
-    assert 0.8 * MiB < mean < 1.6 * MiB
+    assert 0.45 * MiB < mean < 0.8 * MiB
 
 
 def test_zeros_are_cut_at_max_size() -> None:
-    assert cut(bytes(9 * MiB)) == [Span(0, 4 * MiB), Span(4 * MiB, 4 * MiB), Span(8 * MiB, MiB)]
+    spans = [Span(i * 2 * MiB, 2 * MiB) for i in range(4)] + [Span(8 * MiB, MiB)]
+    assert cut(bytes(9 * MiB)) == spans
 
 
 def test_boundaries_are_deterministic(big: bytes, big_spans: list[Span]) -> None:
@@ -182,11 +183,31 @@ def test_rechunk_equals_full_cut_and_reads_little(
     assert source.bytes_read <= fresh_bytes + 2 * MAX_CHUNK_SIZE
     if inserted + removed <= 1 * MiB:
         assert source.bytes_read <= 16 * MiB  # a 64 MiB file is not re-read whole
-        assert len(result.fresh) <= 3
+        assert fresh_bytes <= 4 * MiB  # a few chunks around the edit (v1: at most 3)
     # Every chunk outside `fresh` is an old chunk (same bytes, maybe shifted).
     old = set(_chunk_hashes(big, big_spans))
     reused = [h for i, h in enumerate(_chunk_hashes(new, full)) if i not in result.fresh]
     assert all(h in old for h in reused)
+
+
+@pytest.mark.parametrize("start", [0, 5 * MiB + 4096, 33 * MiB, 64 * MiB - 4096])
+def test_a_v1_file_edited_under_v2_keeps_most_of_its_chunks(big: bytes, start: int) -> None:
+    """Files cut with the v1 parameters stay valid and cheap to edit: `rechunk` cuts v2 chunks
+    from the edit until a boundary meets an old one and keeps the other v1 chunks as they are
+    (their offsets and sizes are in the file's manifest; nothing re-cuts them)."""
+    old = cut(big, V1_PARAMS)
+    new = bytearray(big)
+    new[start : start + 4096] = pseudo_random(f"v1-edit-{start}", 4096)
+    result = rechunk(old, bytes(new), Edit(start, start + 4096, start + 4096))
+    _assert_contiguous(result.spans, len(new))
+    fresh = [result.spans[i] for i in result.fresh]
+    assert all(span.length <= MAX_CHUNK_SIZE for span in fresh)
+    assert all(span.length <= MAX_STORED_CHUNK_SIZE for span in result.spans)
+    assert fresh[0].offset <= start < fresh[-1].end
+    assert sum(span.length for span in fresh) <= 8 * MiB  # not the rest of a 64 MiB file
+    kept = set(result.spans) - set(fresh)
+    assert kept <= set(old)
+    assert sum(span.length for span in kept) >= len(big) - 8 * MiB
 
 
 def test_rechunk_from_a_buffer_equals_from_a_file(big: bytes, big_spans: list[Span]) -> None:

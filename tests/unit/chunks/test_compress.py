@@ -7,7 +7,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mountfs.chunks.cdc import MAX_CHUNK_SIZE
+from mountfs.chunks.cdc import MAX_STORED_CHUNK_SIZE
 from mountfs.chunks.compress import CODEC_RAW, CODEC_ZSTD, ZSTD_LEVEL, frame, unframe
 from mountfs.errors import CorruptChunk
 from tests.unit.chunks.vectors import MiB, pseudo_random
@@ -65,7 +65,7 @@ def test_zstd_bomb_is_refused_before_decompressing() -> None:
 
 def test_zstd_frame_without_content_size_is_refused() -> None:
     compressor = zstandard.ZstdCompressor(write_content_size=False)
-    payload = bytes([CODEC_ZSTD]) + compressor.compress(bytes(MAX_CHUNK_SIZE * 4))
+    payload = bytes([CODEC_ZSTD]) + compressor.compress(bytes(MAX_STORED_CHUNK_SIZE * 4))
     with pytest.raises(CorruptChunk, match="does not declare its content size"):
         unframe(payload)
 

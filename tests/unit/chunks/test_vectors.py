@@ -27,7 +27,7 @@ def test_vectors_cover_every_case() -> None:
     assert {v["codec"] for v in CHUNKS} == {0, 1}
     assert any("ciphertext" in v and v["codec"] == 1 for v in CHUNKS)
     assert any(v["size"] == 0 for v in CHUNKS)
-    assert any(v["size"] == cdc.MAX_CHUNK_SIZE for v in CHUNKS)
+    assert any(v["size"] == cdc.MAX_STORED_CHUNK_SIZE for v in CHUNKS)  # a v1 max-size chunk
 
 
 @pytest.mark.parametrize("vector", CHUNKS, ids=[v["name"] for v in CHUNKS])
@@ -68,12 +68,22 @@ def test_pinned_ciphertext_decrypts_by_the_written_spec(vector: dict[str, Any]) 
 
 @pytest.mark.parametrize("vector", CDC, ids=[v["name"] for v in CDC])
 def test_cdc_vector(vector: dict[str, Any]) -> None:
-    params = dict(vector["params"])
-    assert params.pop("normalization_level") == cdc.NORMALIZATION_LEVEL
-    spans = cdc.cut(build_input(vector["input"]), cdc.CdcParams(**params))
+    spans = cdc.cut(build_input(vector["input"]), _params(vector))
     assert [[s.offset, s.length] for s in spans] == vector["spans"]
 
 
+def _params(vector: dict[str, Any]) -> cdc.CdcParams:
+    params = dict(vector["params"])
+    level = params.pop("normalization_level")
+    return cdc.CdcParams(**params, normalization=level)
+
+
 def test_default_cdc_vector_uses_the_default_params() -> None:
-    params = {k: v for k, v in CDC[0]["params"].items() if k != "normalization_level"}
-    assert cdc.CdcParams(**params) == cdc.DEFAULT_PARAMS
+    assert _params(CDC[0]) == cdc.DEFAULT_PARAMS
+    assert (_params(CDC[0]).normalization, cdc.NORMALIZATION_LEVEL) == (2, 2)
+
+
+def test_v1_boundaries_stay_pinned() -> None:
+    """v1 is what files written before v2 hold; the vector says exactly what that was."""
+    v1 = next(v for v in CDC if v["name"] == "v1-8MiB-random")
+    assert _params(v1) == cdc.V1_PARAMS == cdc.CdcParams(256 << 10, 1 << 20, 4 << 20, 1)

@@ -77,9 +77,13 @@ CDC_INPUTS: dict[str, tuple[list[dict[str, Any]], cdc.CdcParams]] = {
         [{"shake256": "mountfs-vector-cdc", "size": 8 * MiB}],
         cdc.DEFAULT_PARAMS,
     ),
+    "v1-8MiB-random": (
+        [{"shake256": "mountfs-vector-cdc", "size": 8 * MiB}],
+        cdc.V1_PARAMS,
+    ),
     "small-params-64KiB-random": (
         [{"shake256": "mountfs-vector-cdc-small", "size": 64 * KiB}],
-        cdc.CdcParams(min_size=256, avg_size=1024, max_size=4096),
+        cdc.CdcParams(min_size=256, avg_size=1024, max_size=4096, normalization=1),
     ),
 }
 
@@ -112,7 +116,7 @@ def cdc_vector(name: str, parts: list[dict[str, Any]], params: cdc.CdcParams) ->
             "min_size": params.min_size,
             "avg_size": params.avg_size,
             "max_size": params.max_size,
-            "normalization_level": cdc.NORMALIZATION_LEVEL,
+            "normalization_level": params.normalization,
         },
         "spans": [[span.offset, span.length] for span in cdc.cut(data, params)],
     }
