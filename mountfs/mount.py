@@ -43,10 +43,12 @@ import trio
 from mountfs import control
 from mountfs.cache.block_cache import CACHE_DIR, BlockCache, CacheLimits
 from mountfs.desktop import DesktopNotifier
+from mountfs.fuse.activity import RequestActivity
 from mountfs.fuse.ops import CONTROL_PID_XATTR
 from mountfs.fuse.shares import SharesOperations
 from mountfs.state import pins
 from mountfs.state.db import DB_FILE, SchemaError, StateDb, open_state
+from mountfs.state.grouping import GroupCommitter
 from mountfs.state.lock import PID_FILE, StateBusy, lock_state
 from mountfs.status import Status, iso_from_ns, pending_from_db
 from mountfs.sync import controls
@@ -72,9 +74,9 @@ LOG_FILE = "mountfs.log"
 FINAL_FLUSH_S = 20.0
 """At unmount, how long the daemon keeps pushing before it leaves the rest for next time."""
 
-_CHECKPOINT_EVERY_S = 1.0
-_CHECKPOINT_COMMITS = 500  # about 5-20 MiB of WAL
-_CHECKPOINT_IDLE_ROUNDS = 5
+_CHECKPOINT_EVERY_S = 0.5
+_CHECKPOINT_QUIET_S = 1.0
+_CHECKPOINT_BURST_COMMITS = 5_000  # about 40-80 MiB of WAL (1-3 pages per commit)
 _READY = b"ready\n"
 _LOG_BYTES = 16 << 20  # per log file; three old ones are kept
 
@@ -240,6 +242,7 @@ class _Daemon:
     carrier: Carrier
     listener: Listener
     desktop: DesktopNotifier | None
+    activity: RequestActivity
 
 
 def _serve(opts: MountOptions, notify: Notify) -> int:
@@ -380,6 +383,7 @@ def _start(opts: MountOptions) -> _Daemon:
         carrier=carrier,
         listener=listener,
         desktop=desktop,
+        activity=ops.activity,
     )
 
 
@@ -398,7 +402,9 @@ async def _main(daemon: _Daemon) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on_signals)
-            nursery.start_soon(_checkpointer, daemon.vfs.db, daemon.fsync_limiter)
+            nursery.start_soon(_checkpointer, daemon.vfs.db, daemon.fsync_limiter, daemon.activity)
+            committer = GroupCommitter(daemon.vfs.db, lambda: daemon.activity.last)
+            await nursery.start(committer.run)
             await nursery.start(daemon.vfs.invalidator.run)
             await nursery.start(control.serve, daemon.state_dir, _control_handler(daemon))
             nursery.start_soon(daemon.engine.run)
@@ -489,20 +495,25 @@ async def _terminate_on_signals() -> None:
             pyfuse3.terminate()
 
 
-async def _checkpointer(db: StateDb, limiter: trio.CapacityLimiter) -> None:
+async def _checkpointer(
+    db: StateDb, limiter: trio.CapacityLimiter, activity: RequestActivity
+) -> None:
     """Copy the WAL into the database now and then, off the trio thread (see state.db).
 
-    Every second if many commits came in (a long copy), else every few seconds after any.
+    Never in the middle of a burst of FUSE requests if it can wait: a checkpoint fsyncs the
+    WAL that the burst's commits append to, and measured on `rm` of 3,000 files it made
+    the median commit 6x slower (60 -> 360 us) and unlink 1.4x slower. So it runs once
+    requests have paused for `_CHECKPOINT_QUIET_S`, or during a burst only when the WAL
+    holds `_CHECKPOINT_BURST_COMMITS` commits (which bounds its size).
     """
     done = 0
-    idle_rounds = 0
     while True:
         await trio.sleep(_CHECKPOINT_EVERY_S)
         pending = db.commits - done
-        idle_rounds += 1
-        if pending >= _CHECKPOINT_COMMITS or (pending and idle_rounds >= _CHECKPOINT_IDLE_ROUNDS):
+        quiet = time.monotonic() - activity.last >= _CHECKPOINT_QUIET_S
+        if pending >= _CHECKPOINT_BURST_COMMITS or (pending and quiet):
+            db.commit_group()  # a group held open would keep the WAL from restarting
             done = db.commits
-            idle_rounds = 0
             try:
                 await trio.to_thread.run_sync(db.checkpoint, limiter=limiter)
             except Exception:

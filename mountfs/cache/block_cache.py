@@ -395,6 +395,11 @@ class BlockCache:
                 continue
             alloc = self._alloc.get(ino, 0)
             if self._forget_content(ino):
+                if not self._db.in_transaction:
+                    # "Nothing cached" should outlive a crash that comes before the file goes.
+                    # (Inside a transaction it cannot: a crash then leaves a clean file with
+                    # no cache file, which `fsck.repair` refetches from its revision.)
+                    self._db.commit_group()
                 self.drop(ino)
                 freed += alloc
         return freed

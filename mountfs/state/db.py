@@ -12,6 +12,18 @@ on a separate, short-lived connection in a worker thread instead, and `sync_wal(
 every commit so far durable by fsyncing the WAL file -- both are blocking and meant for
 `trio.to_thread.run_sync`. A `fsync()` on the mount calls `sync_wal()` after the cache file's
 own `fsync`, before it returns.
+
+Group commit (`grouping`, switched on by the mount): top-level transactions become
+savepoints of one open write transaction, which `commit_group()` commits. The mount's
+`GroupCommitter` (mountfs.state.grouping) commits it once FUSE requests pause, within a few
+milliseconds at most. Measured on `rm` of 3,000 files with the backend on the same disk, a
+commit each cost 270 us (the WAL appends queue behind the backend's fsyncs in the ext4
+journal) and was a third of the mount's time; grouped, unlink and create ran 2x and 1.2x
+faster. What is given up: a `kill -9` may lose the metadata changes of the last few
+milliseconds that nobody fsynced -- as a power loss does on ext4. Anything that lets state
+leave the process calls `commit_group()` first: a push to the backend, a revision commit,
+`fsync`, the record of a content write or truncate (their bytes are in the cache file
+already), an eviction (before its cache file goes), a checkpoint, and `close()`.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mountfs.state.schema import CURRENT_VERSION, DDL
@@ -53,6 +65,12 @@ class StateDb:
         self.conn = conn
         self._depth = 0
         self.commits = 0  # top-level commits since open (drives the checkpointer)
+        self.grouping = False
+        """Top-level transactions join one open group (module docstring); off in tools."""
+        self.group_open = False
+        self.group_started = 0.0  # time.monotonic() when the open group began
+        self.on_group_open: Callable[[], None] | None = None
+        """Called when a group begins (the committer's wakeup)."""
         self._wal_fd: int | None = None
         self._wal_lock = threading.Lock()
 
@@ -65,19 +83,11 @@ class StateDb:
         an `await` inside: callers are plain functions by rule (see module docstring).
         """
         if self._depth:
-            name = f"sp{self._depth}"
-            self.conn.execute(f"SAVEPOINT {name}")
-            self._depth += 1
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
-                raise
-            else:
-                self.conn.execute(f"RELEASE {name}")
-            finally:
-                self._depth -= 1
+            yield from self._savepoint()
+            return
+        if self.grouping:
+            self._open_group()
+            yield from self._savepoint()
             return
         self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
@@ -91,6 +101,51 @@ class StateDb:
             self.commits += 1
         finally:
             self._depth = 0
+
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        """A nested transaction (or a grouped top-level one): a SAVEPOINT that an exception
+        rolls back alone."""
+        name = f"sp{self._depth}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            self.conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
+
+    def _open_group(self) -> None:
+        """Begin the group's write transaction unless it is open (see `grouping`)."""
+        if self.group_open and self.conn.in_transaction:
+            return
+        if self.group_open:  # SQLite rolled the group back by itself (an I/O error)
+            log.error("the open state transaction was rolled back by SQLite")
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.group_open = True
+        self.group_started = time.monotonic()
+        if self.on_group_open is not None:
+            self.on_group_open()
+
+    def commit_group(self) -> None:
+        """Commit the open group, if any: from here on a crash of the process keeps it.
+
+        Not inside a transaction. If the COMMIT fails (a full disk) the group stays open and
+        the error goes to the caller; the next call tries again.
+        """
+        if not self.group_open:
+            return
+        assert self._depth == 0, "commit_group() inside a transaction"
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+            self.commits += 1
+        else:
+            log.error("the open state transaction was rolled back by SQLite")
+        self.group_open = False
 
     @property
     def in_transaction(self) -> bool:
@@ -153,6 +208,8 @@ class StateDb:
     def close(self) -> None:
         """Checkpoint everything, shrink the WAL to nothing, and close (blocking, clean exit)."""
         try:
+            self.commit_group()
+            self.grouping = False
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             self.conn.close()

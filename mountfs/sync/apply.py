@@ -55,7 +55,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,6 +102,11 @@ class _Pending:
     """Files whose remote content changed (the pinner downloads those it keeps)."""
     carries: list[Carry] = field(default_factory=list)
     """Cached chunks to copy from a retired inode to its successor."""
+
+    @property
+    def has_effects(self) -> bool:
+        """More to do after the commit than telling the kernel (`RemoteApplier.apply_page`)."""
+        return bool(self.unlinked or self.replaced or self.content or self.carries)
 
 
 class RemoteApplier:
@@ -160,6 +165,35 @@ class RemoteApplier:
             self._apply(conn, entry, pending)
             self._db.set_meta(cursor_key, str(entry.seq))
         self._flush(pending)
+
+    def apply_page(self, entries: Sequence[JournalEntry], cursor_key: str = "cursor") -> None:
+        """`apply` each entry in order, many to a transaction.
+
+        A page of news is mostly this device's own changes coming back (no-ops here), and
+        a transaction each was most of the cost of pulling it: during `tar x` of 3,000
+        files the pull thread committed 3,000 times. A transaction ends early after an
+        entry whose effects go beyond telling the kernel (a purge, a renumbered or newly
+        fetched content), so those run exactly when `apply` would run them. If an entry
+        fails, the page is applied again one entry at a time, so everything before the
+        failing entry still lands, as with `apply`.
+        """
+        done = 0
+        while done < len(entries):
+            pending = _Pending()
+            start = done
+            try:
+                with self._db.transaction() as conn:
+                    while done < len(entries):
+                        self._apply(conn, entries[done], pending)
+                        done += 1
+                        if pending.has_effects:
+                            break
+                    self._db.set_meta(cursor_key, str(entries[done - 1].seq))
+            except Exception:
+                for entry in entries[start:]:
+                    self.apply(entry, cursor_key)
+                return
+            self._flush(pending)
 
     def adopt(
         self,

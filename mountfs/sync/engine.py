@@ -51,6 +51,7 @@ REFUSED_RETRY = 300.0
 """A file whose commit was refused (quota, size) is tried again after this many seconds."""
 FAILED_RETRY = 30.0
 """A file whose commit failed unexpectedly is tried again after this many seconds."""
+_LAST_SYNC_EVERY_S = 1.0
 
 
 class _Wakeup:
@@ -108,6 +109,8 @@ class SyncEngine:
         self._watch: dict[InodeNo, _Watch] = {}
         self._refused: dict[InodeNo, float] = {}
         self.online = False
+        self._recorded: bool | None = None  # what the database says (`_set_online`)
+        self._last_sync_written = 0.0
         self.resolver: Resolver | None = None
         """Keeps both sides of a refused commit; set by the composition root."""
         self.before_round: Callable[[], Awaitable[None]] | None = None
@@ -170,14 +173,29 @@ class SyncEngine:
             self._set_online(True)
             await wakeup.wait(poll())
 
-    def _set_online(self, online: bool) -> None:
+    def _set_online(self, online: bool, *, force: bool = False) -> None:
+        """Record the link's state and the time of the last good round (`mountfs status`).
+
+        Written when the recorded state differs, and otherwise at most every
+        `_LAST_SYNC_EVERY_S`: a burst runs hundreds of rounds a second, and a transaction
+        each was a tenth of the commits of an `rm -r`.
+        """
         if online != self.online:
             log.info("sync is %s", "online" if online else "offline")
         self.online = online
+        now = time.monotonic()
+        if (
+            not force
+            and online == self._recorded
+            and (not online or now - self._last_sync_written < _LAST_SYNC_EVERY_S)
+        ):
+            return
         with self._db.transaction():
             self._db.set_meta("online", "1" if online else "0")
             if online:
                 self._db.set_meta("last_sync_ns", str(time.time_ns()))
+                self._last_sync_written = now
+        self._recorded = online
 
     async def _yielding_push(self) -> None:
         """A push round of the loop: it starts in a pause of a burst of FUSE requests
@@ -216,7 +234,7 @@ class SyncEngine:
             await self.pull_all()
         files, _, changes = pending_from_db(self._db.conn)
         if files == 0 and changes == 0:
-            self._set_online(True)
+            self._set_online(True, force=True)
             return True
         return False
 
@@ -275,9 +293,8 @@ class SyncEngine:
             while True:
                 cursor = int(self._db.get_meta("cursor") or 0)
                 page = await self._api.journal(self._namespace_id, cursor)
-                for entry in page.entries:
-                    self._applier.apply(entry)
-                    applied += 1
+                self._applier.apply_page(page.entries)
+                applied += len(page.entries)
                 self._tell_pulled(page.entries)
                 self.shared.note(page.entries)
                 if not page.has_more:

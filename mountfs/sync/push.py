@@ -94,6 +94,7 @@ class Pusher:
         batch, ops = self._prepare()
         if not batch:
             return False
+        self._db.commit_group()  # the backend must never hold a change this device may lose
         try:
             results = await self._api.push_changes(ops)
         except BaseException:

@@ -204,8 +204,7 @@ class SharedNamespaces:
                     log.info("share %s is gone (access ended)", item.namespace_id)
                     self._stale = True
                     break
-                for entry in page.entries:
-                    self._applier.apply(entry, cursor_key=key)
+                self._applier.apply_page(page.entries, cursor_key=key)
                 applied.extend(page.entries)
                 if not page.has_more:
                     self.announce(item.namespace_id, page.cursor)  # known up to here

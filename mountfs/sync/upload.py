@@ -326,6 +326,7 @@ class Uploader:
         self, snap: _Snapshot, manifest: Manifest, keys: dict[ChunkHash, ChunkKey]
     ) -> None:
         revision_id = uuid7()
+        self._db.commit_group()  # the backend must never hold a change this device may lose
         try:
             answer = await with_retry(
                 lambda: self._api.commit(

@@ -216,6 +216,9 @@ class Files:
                 "content_gen = content_gen + 1 WHERE ino = ?",
                 (end, ino),
             )
+        # The bytes are in the cache file already: their record may not wait for the group
+        # (a crash would leave changed bytes that nothing marks as changed).
+        self._db.commit_group()
         self._cache.set_dirty(ino, True)
 
     async def truncate(self, ino: int, size: int) -> None:
@@ -248,6 +251,7 @@ class Files:
                     "WHERE ino = ?",
                     (size, int(dirty), ino),
                 )
+            self._db.commit_group()  # the cache file is truncated already (as in `write`)
             self._cache.set_dirty(ino, dirty)
 
     def _check_size(self, ino: int, size: int) -> None:
@@ -302,5 +306,6 @@ class Files:
         self.on_settled(ino)
 
     async def sync_state(self) -> None:
-        """Make every committed state change durable (fsyncdir, and the end of fsync)."""
+        """Make every state change so far durable (fsyncdir, and the end of fsync)."""
+        self._db.commit_group()
         await trio.to_thread.run_sync(self._db.sync_wal, limiter=self._fsync)
