@@ -150,18 +150,13 @@ class Carrier:
             except FileNotFoundError:
                 continue
             try:
-                data = await trio.to_thread.run_sync(os.pread, fd, ref.size, src_offset)
+                # Not behind the carries' limiter: a reader is waiting for this chunk.
+                copied = await self._copy_piece(fd, src, src_offset, ino, ref, limiter=None)
             finally:
                 os.close(fd)
-            if (
-                len(data) != ref.size
-                or not self._cached(src, src_offset, ref.size)
-                or not _still_maps(self._db, ino, ref)
-            ):
-                continue
-            self._fetcher.store(ino, ref, data)  # no await since the check
-            self.carried_bytes += ref.size
-            return True
+            if copied:
+                self.carried_bytes += ref.size
+                return True
         return False
 
     def _incoming(self, ino: InodeNo, offset: int, like: ChunkRef) -> ChunkRef | None:
@@ -211,6 +206,31 @@ class Carrier:
         if not pending:
             self._pending.pop(carry.dst, None)
 
+    async def _copy_piece(
+        self,
+        fd: int,
+        src: InodeNo,
+        src_offset: int,
+        dst: InodeNo,
+        ref: ChunkRef,
+        *,
+        limiter: trio.CapacityLimiter | None,
+    ) -> bool:
+        """Copy chunk `ref` of `dst` from `src`'s cache file (open as `fd`) at `src_offset`.
+
+        The checks come after the read, with no await before the store: the bytes must
+        still be `src`'s content (not evicted meanwhile; a hole reads as zeros) and `dst`
+        must still map `ref` (no newer content in place). False if either fails."""
+        data = await trio.to_thread.run_sync(os.pread, fd, ref.size, src_offset, limiter=limiter)
+        if (
+            len(data) != ref.size
+            or not self._cached(src, src_offset, ref.size)
+            or not _still_maps(self._db, dst, ref)
+        ):
+            return False
+        self._fetcher.store(dst, ref, data)  # no await since the check
+        return True
+
     async def _copy(self, carry: Carry) -> None:
         try:
             fd = os.open(self._cache.path(carry.src), os.O_RDONLY | os.O_CLOEXEC)
@@ -222,17 +242,10 @@ class Carrier:
             for src_offset, ref in carry.pieces:
                 if not self._cached(carry.src, src_offset, ref.size):
                     continue  # a chained piece its earlier carry could not bring
-                data = await trio.to_thread.run_sync(
-                    os.pread, fd, ref.size, src_offset, limiter=self._limiter
-                )
-                if (
-                    len(data) != ref.size
-                    or not self._cached(carry.src, src_offset, ref.size)
-                    or not _still_maps(self._db, carry.dst, ref)
+                if await self._copy_piece(
+                    fd, carry.src, src_offset, carry.dst, ref, limiter=self._limiter
                 ):
-                    continue  # evicted meanwhile, or `dst` has newer content
-                self._fetcher.store(carry.dst, ref, data)  # no await since the check
-                copied += ref.size
+                    copied += ref.size
         finally:
             os.close(fd)
             self._cache.unpin(carry.dst)

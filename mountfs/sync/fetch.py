@@ -148,7 +148,8 @@ class Fetcher:
                 wanted = [(r, k) for r, k in wanted if not await self._local.supply(ino, r)]
                 if not wanted:
                     return
-            log.debug("inode %d: downloading %s", ino, [(r.offset, r.size) for r, _ in wanted])
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("inode %d: downloading %s", ino, [(r.offset, r.size) for r, _ in wanted])
             objects = sorted({ref.object for ref, _ in wanted})
             urls = await with_retry(lambda: self._api.read_urls(objects), FETCH_RETRY, "read-urls")
             by_object = {u.object: u for u in urls}
