@@ -76,7 +76,6 @@ FINAL_FLUSH_S = 20.0
 
 _CHECKPOINT_EVERY_S = 0.5
 _CHECKPOINT_QUIET_S = 1.0
-_CHECKPOINT_BURST_COMMITS = 5_000  # about 40-80 MiB of WAL (1-3 pages per commit)
 _READY = b"ready\n"
 _LOG_BYTES = 16 << 20  # per log file; three old ones are kept
 
@@ -503,15 +502,15 @@ async def _checkpointer(
     Never in the middle of a burst of FUSE requests if it can wait: a checkpoint fsyncs the
     WAL that the burst's commits append to, and measured on `rm` of 3,000 files it made
     the median commit 6x slower (60 -> 360 us) and unlink 1.4x slower. So it runs once
-    requests have paused for `_CHECKPOINT_QUIET_S`, or during a burst only when the WAL
-    holds `_CHECKPOINT_BURST_COMMITS` commits (which bounds its size).
+    requests have paused for `_CHECKPOINT_QUIET_S`, or during a burst only once the WAL
+    has outgrown its size limit (`StateDb.wal_overgrown`, which bounds it).
     """
     done = 0
     while True:
         await trio.sleep(_CHECKPOINT_EVERY_S)
         pending = db.commits - done
         quiet = time.monotonic() - activity.last >= _CHECKPOINT_QUIET_S
-        if pending >= _CHECKPOINT_BURST_COMMITS or (pending and quiet):
+        if pending and (quiet or db.wal_overgrown()):
             db.commit_group()  # a group held open would keep the WAL from restarting
             done = db.commits
             try:

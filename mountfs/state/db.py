@@ -173,12 +173,24 @@ class StateDb:
         """
         with self._wal_lock:
             if self._wal_fd is None:
-                wal = self.path.with_name(self.path.name + "-wal")
                 try:
-                    self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+                    self._wal_fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     return  # nothing committed since the last truncating checkpoint
             os.fsync(self._wal_fd)
+
+    @property
+    def _wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    def wal_overgrown(self) -> bool:
+        """True once the WAL file is past `journal_size_limit`, which it only grows beyond
+        between two restarts: the checkpointer's bound during a burst (a count of commits
+        says little when one group commit writes hundreds of pages)."""
+        try:
+            return self._wal_path.stat().st_size > _WAL_LIMIT
+        except FileNotFoundError:
+            return False
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and let it start over (blocking, thread-safe).

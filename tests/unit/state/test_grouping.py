@@ -119,3 +119,17 @@ async def test_cancelling_the_committer_commits_what_is_open(db: StateDb) -> Non
             db.set_meta("a", "1")
         nursery.cancel_scope.cancel()
     assert _meta_elsewhere(db.path, "a") == "1"
+
+
+def test_the_wal_is_overgrown_past_its_size_limit(
+    db: StateDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpointer's bound during a burst is the WAL's size, not a count of commits."""
+    assert not db.wal_overgrown()
+    monkeypatch.setattr("mountfs.state.db._WAL_LIMIT", 64 * 1024)
+    db.grouping = True
+    with db.transaction():
+        for i in range(200):
+            db.set_meta(f"key{i}", "x" * 1000)
+    db.commit_group()
+    assert db.wal_overgrown()
