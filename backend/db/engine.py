@@ -33,6 +33,7 @@ left by the previous change, and journal seqs commit in order.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 import sqlite3
@@ -46,7 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["Database", "make_engine", "upsert_ignore"]
+__all__ = ["Database", "make_engine", "savepoint", "upsert_ignore"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "mountfs_write"
@@ -142,6 +143,28 @@ class Database:
         self.engine.dispose()
         if self._flock is not None:
             self._flock.close()
+
+
+@contextmanager
+def savepoint(conn: Connection) -> Iterator[None]:
+    """A SAVEPOINT in `conn`'s open transaction: kept when the block ends normally, rolled
+    back alone (the transaction goes on) when it raises.
+
+    What listeners noted on the connection during the block (`conn.info`: the journal
+    positions to announce once committed, `notify.note_appended`; the journal entries to
+    count, `metrics`) is reset with it, as a full rollback drops those notes: an entry
+    that was rolled back must never be announced (a device told about position N would
+    then wait past N and miss the entry that later really gets N).
+    """
+    noted = {key: copy.copy(value) for key, value in conn.info.items()}
+    try:
+        with conn.begin_nested():
+            yield
+    except BaseException:
+        if not conn.invalidated:
+            conn.info.clear()
+            conn.info.update(noted)
+        raise
 
 
 def upsert_ignore(
