@@ -19,8 +19,9 @@ first. Whoever adds a new way of changing the tree must call `add` or `moved` to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import BigInteger, Connection, bindparam, select, update
 
 from backend.db.tables import node
 from backend.services.types import Node, NodeId, NodeKind
@@ -36,14 +37,27 @@ class Usage:
     files: int
 
 
-def _ancestors(conn: Connection, start: NodeId) -> list[str]:
-    """`start` and every folder above it (one recursive query)."""
-    chain = select(node.c.id, node.c.parent_id).where(node.c.id == start)
+def _ancestor_walk() -> Any:
+    """`:start` and every folder above it, as a recursive CTE."""
+    chain = select(node.c.id, node.c.parent_id).where(node.c.id == bindparam("start"))
     walk = chain.cte("usage_walk", recursive=True)
-    walk = walk.union_all(
+    return walk.union_all(
         select(node.c.id, node.c.parent_id).join(walk, node.c.id == walk.c.parent_id)
     )
-    return list(conn.execute(select(walk.c.id)).scalars())
+
+
+_WALK = _ancestor_walk()
+_ADD = (
+    update(node)
+    .where(node.c.id.in_(select(_WALK.c.id)))
+    .values(
+        tree_bytes=node.c.tree_bytes + bindparam("delta_bytes", type_=BigInteger),
+        tree_files=node.c.tree_files + bindparam("delta_files", type_=BigInteger),
+    )
+)
+"""One statement, built once: a create or delete in a burst pays neither a second round
+trip nor SQLAlchemy's compilation of a fresh recursive query (measured: `add` was a third
+of the backend's time for a batch of creates)."""
 
 
 def add(conn: Connection, parent_id: NodeId | None, delta_bytes: int, delta_files: int) -> None:
@@ -51,12 +65,7 @@ def add(conn: Connection, parent_id: NodeId | None, delta_bytes: int, delta_file
     if parent_id is None or (delta_bytes == 0 and delta_files == 0):
         return
     conn.execute(
-        update(node)
-        .where(node.c.id.in_(_ancestors(conn, parent_id)))
-        .values(
-            tree_bytes=node.c.tree_bytes + delta_bytes,
-            tree_files=node.c.tree_files + delta_files,
-        )
+        _ADD, {"start": str(parent_id), "delta_bytes": delta_bytes, "delta_files": delta_files}
     )
 
 
