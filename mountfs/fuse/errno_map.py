@@ -43,6 +43,7 @@ from mountfs.vfs.errors import (
     NotPermitted,
     NotSupported,
     ReadOnly,
+    Unimplemented,
     Unreachable,
 )
 
@@ -68,6 +69,7 @@ ERRNOS: dict[type[FsError], int] = {
     NotPermitted: errno.EPERM,
     # ext4's answer for an xattr namespace it does not handle.
     NotSupported: errno.EOPNOTSUPP,
+    Unimplemented: errno.ENOSYS,
     NoAttribute: pyfuse3.ENOATTR,  # ENODATA on Linux
     BadHandle: errno.EBADF,
     ReadOnly: errno.EROFS,

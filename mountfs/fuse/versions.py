@@ -253,11 +253,6 @@ class VersionsOperations(Operations):
         return await super().write(fh, off, buf)
 
     @fuse_errors
-    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
-        if not self.versions.owns_handle(fh):
-            await super().flush(fh)
-
-    @fuse_errors
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         if self.versions.owns_handle(fh):
             self.versions.release(fh)

@@ -98,6 +98,11 @@ class NotSupported(FsError):
     pass
 
 
+class Unimplemented(FsError):
+    """ENOSYS: the kernel stops sending this kind of request for the rest of the mount
+    (for FLUSH: `Operations.flush`)."""
+
+
 class NoAttribute(FsError):
     pass
 
